@@ -1,0 +1,183 @@
+"""Overlapping-tile processing with smooth blending.
+
+A one-step SR network is trained on 512 px crops. Larger inputs are split into
+overlapping tiles, each tile runs through the network on its own, and the
+results are blended with weights that taper inside the overlaps. Because only
+one tile is in flight at a time, the activation memory depends on the tile
+size, not on the image size (the full-size input and output tensors are the
+only image-sized buffers).
+
+The same routine serves the three stages of the generator:
+
+* VAE encoder: pixels -> latent, ``scale = 1/8``;
+* UNet denoiser: latent -> latent, ``scale = 1``;
+* VAE decoder: latent -> pixels, ``scale = 8``.
+
+Tile positions are computed on the coarser of the two grids so that every tile
+maps to whole pixels on both sides.
+"""
+import math
+from typing import Callable, List, Optional, Tuple
+
+import torch
+
+BLEND_MODES = ('gaussian', 'cosine', 'constant')
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> List[int]:
+    """Start offsets of tiles of size ``tile`` covering ``[0, length)``.
+
+    Tiles overlap by at least ``overlap``; the first starts at 0 and the last
+    ends exactly at ``length``; the others are spread evenly in between.
+
+    Args:
+        length: Extent of the signal along one axis.
+        tile: Tile extent (``>= 1``); a signal no longer than it is one tile.
+        overlap: Minimum overlap between neighbours (``0 <= overlap < tile``).
+
+    Returns:
+        Sorted start offsets.
+    """
+    if tile < 1 or not 0 <= overlap < tile:
+        raise ValueError(f'Need tile >= 1 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}.')
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    n = math.ceil((length - tile) / stride) + 1
+    last = length - tile
+    return [round(i * last / (n - 1)) for i in range(n)]
+
+
+def blend_window_1d(size: int, overlap: int, taper_start: bool, taper_end: bool,
+                    mode: str = 'gaussian') -> torch.Tensor:
+    """One-dimensional blending weight of a tile.
+
+    Args:
+        size: Tile extent on the output grid.
+        overlap: Overlap with neighbours on the output grid (taper length for ``'cosine'``).
+        taper_start: Whether the tile has a neighbour before it (image-border
+            sides are not tapered, so pixels covered by one tile keep full weight).
+        taper_end: Whether the tile has a neighbour after it.
+        mode: ``'gaussian'`` (bell over the whole tile, sigma = size/4, shifted
+            to 0 at tapered edges and held at its peak toward image borders),
+            ``'cosine'`` (raised-cosine ramps over the overlap, flat elsewhere) or
+            ``'constant'`` (plain averaging, which leaves visible steps).
+
+    Returns:
+        Float32 weights of shape ``(size,)``, strictly positive.
+    """
+    pos = torch.arange(size, dtype=torch.float64) + 0.5
+    if mode == 'gaussian':
+        # Shifted so it reaches 0 at the tile edge: a bell that stays positive
+        # there would switch on abruptly where a tile starts and leave a step.
+        sigma, centre = size / 4.0, size / 2.0
+        bell = torch.exp(-0.5 * ((pos - centre) / sigma) ** 2)
+        edge = math.exp(-0.5 * (centre / sigma) ** 2)
+        w = (bell - edge) / (1.0 - edge)
+        half = size // 2
+        if not taper_start:
+            w[:half] = 1.0
+        if not taper_end:
+            w[half:] = 1.0
+        if not taper_start and not taper_end:
+            w[:] = 1.0
+    elif mode == 'cosine':
+        w = torch.ones(size, dtype=torch.float64)
+        ramp_len = max(1, min(overlap, size // 2))
+        ramp = 0.5 - 0.5 * torch.cos(math.pi * pos[:ramp_len] / ramp_len)
+        if taper_start:
+            w[:ramp_len] = ramp
+        if taper_end:
+            w[size - ramp_len:] = torch.minimum(w[size - ramp_len:], ramp.flip(0))
+    elif mode == 'constant':
+        w = torch.ones(size, dtype=torch.float64)
+    else:
+        raise ValueError(f'Unknown blend mode {mode!r}; choose one of {BLEND_MODES}.')
+    # A floor keeps the normalisation well defined where a ramp reaches ~0.
+    return w.clamp_min(1e-3).float()
+
+
+def tile_grid(height: int, width: int, tile: int, overlap: int) -> List[Tuple[int, int]]:
+    """All ``(top, left)`` tile offsets of a ``height x width`` grid.
+
+    Args:
+        height: Grid height.
+        width: Grid width.
+        tile: Square tile size on this grid.
+        overlap: Minimum overlap on this grid.
+
+    Returns:
+        Row-major list of offsets.
+    """
+    return [(y, x) for y in tile_starts(height, tile, overlap) for x in tile_starts(width, tile, overlap)]
+
+
+def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], tile: int,
+                overlap: int, scale: float = 1.0, mode: str = 'gaussian',
+                out_device: Optional[torch.device] = None,
+                progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
+    """Run ``fn`` on overlapping tiles of ``x`` and blend the results.
+
+    Args:
+        x: Input ``(B, C, H, W)``.
+        fn: Maps a tile ``(B, C, h, w)`` to ``(B, C', h * scale, w * scale)``.
+        tile: Tile size in input pixels. When ``scale < 1`` it is rounded down
+            to a multiple of ``1/scale``. When ``x`` fits in one tile, ``fn(x)``
+            is returned directly.
+        overlap: Minimum overlap in input pixels (rounded like ``tile``).
+        scale: Output/input size ratio: 8 (decoder), 1, or 1/8 (encoder). Must
+            be an integer or the reciprocal of one.
+        mode: Blend window, see :func:`blend_window_1d`.
+        out_device: Where the image-sized accumulators live (default: ``x``'s device).
+        progress: Called as ``progress(done, total)`` after each tile.
+
+    Returns:
+        The blended output ``(B, C', H * scale, W * scale)`` in ``fn``'s dtype.
+    """
+    if x.dim() != 4:
+        raise ValueError(f'tiled_apply expects (B, C, H, W), got shape {tuple(x.shape)}.')
+    up, down = (int(round(scale)), 1) if scale >= 1 else (1, int(round(1 / scale)))
+    if abs(up / down - scale) > 1e-6:
+        raise ValueError(f'scale must be an integer or 1/integer, got {scale}.')
+    _, _, height, width = x.shape
+    if height % down or width % down:
+        raise ValueError(f'Input size {height}x{width} must be divisible by {down} for scale {scale}.')
+    # Work on the coarse grid (input grid / down) so tiles map to whole pixels on both sides.
+    gh, gw = height // down, width // down
+    g_tile = max(1, tile // down)
+    g_overlap = min(max(0, overlap // down), g_tile - 1)
+    if gh <= g_tile and gw <= g_tile:
+        out = fn(x)
+        if progress is not None:
+            progress(1, 1)
+        return out if out_device is None else out.to(out_device)
+    ys, xs = tile_starts(gh, g_tile, g_overlap), tile_starts(gw, g_tile, g_overlap)
+    total, done = len(ys) * len(xs), 0
+    out_h, out_w = gh * up, gw * up
+    device = x.device if out_device is None else out_device
+    out = weight = None
+    out_dtype = x.dtype
+    for iy, gy in enumerate(ys):
+        th = min(g_tile, gh)
+        wy = blend_window_1d(th * up, g_overlap * up, iy > 0, iy < len(ys) - 1, mode)
+        for ix, gx in enumerate(xs):
+            tw = min(g_tile, gw)
+            wx = blend_window_1d(tw * up, g_overlap * up, ix > 0, ix < len(xs) - 1, mode)
+            piece = fn(x[:, :, gy * down:(gy + th) * down, gx * down:(gx + tw) * down])
+            if piece.shape[-2:] != (th * up, tw * up):
+                raise RuntimeError(
+                    f'Tile function returned spatial size {tuple(piece.shape[-2:])}, '
+                    f'expected {(th * up, tw * up)} for scale {scale}.')
+            if out is None:
+                out_dtype = piece.dtype
+                out = torch.zeros(x.shape[0], piece.shape[1], out_h, out_w, device=device)
+                weight = torch.zeros(1, 1, out_h, out_w, device=device)
+            w2d = (wy[:, None] * wx[None, :]).to(device)
+            oy, ox = gy * up, gx * up
+            out[:, :, oy:oy + th * up, ox:ox + tw * up] += piece.to(device, torch.float32) * w2d
+            weight[:, :, oy:oy + th * up, ox:ox + tw * up] += w2d
+            del piece
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    return (out / weight).to(out_dtype)
