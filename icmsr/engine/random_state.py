@@ -1,0 +1,186 @@
+"""Carry every random-number stream of a run through checkpoints and validation.
+
+MMEngine's resume restores weights, optimizers, schedulers and the iteration,
+then re-seeds the global generators from the *initial* seed. ICM-SR draws
+random numbers every iteration (degradation kernels and noise, diffusion
+timesteps, VSD noise), from the global generators and from ``torch.Generator``
+objects held by its modules, so a resumed run would continue on a different
+random stream than the uninterrupted one. :class:`RandomStateHook` makes
+resume exact:
+
+* ``before_save_checkpoint``: stores the states of Python's ``random``,
+  NumPy's global generator, torch's CPU (and CUDA) generator and every
+  ``torch.Generator`` attribute of the model's modules, for every rank.
+* ``after_load_checkpoint``: keeps those states aside. The train loop
+  (:class:`~icmsr.engine.loops.ExactResumeIterBasedTrainLoop`) first replays the
+  dataloader to the resumed iteration, which consumes random numbers of its
+  own, and then calls :meth:`RandomStateHook.restore_pending`.
+* Validation and visualisation are made invisible to the training stream: the
+  states are captured before a validation run and put back after it, so a run
+  validated every 1000 iterations and one never validated follow the same path.
+"""
+import random
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from mmengine.dist import all_gather_object, get_rank, get_world_size, is_distributed
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from icmsr.registry import HOOKS
+
+CHECKPOINT_KEY = 'random_states'
+
+
+def module_generators(model: torch.nn.Module) -> Dict[str, torch.Generator]:
+    """Find the ``torch.Generator`` objects that the model's modules hold as attributes.
+
+    Args:
+        model: The model (wrappers are unwrapped).
+
+    Returns:
+        ``{'<module path>.<attribute>': generator}`` in a stable order.
+    """
+    if is_model_wrapper(model):
+        model = model.module
+    found: Dict[str, torch.Generator] = {}
+    seen = set()
+    for mod_name, module in model.named_modules(remove_duplicate=False):
+        for attr, value in sorted(vars(module).items()):
+            if isinstance(value, torch.Generator) and id(value) not in seen:
+                seen.add(id(value))
+                found[f'{mod_name}.{attr}' if mod_name else attr] = value
+    return found
+
+
+def capture_random_state(model: Optional[torch.nn.Module] = None) -> Dict[str, Any]:
+    """Snapshot the global random generators and the model's own generators.
+
+    Args:
+        model: Model whose ``torch.Generator`` attributes to include.
+
+    Returns:
+        A dict of plain types and tensors, loadable with ``weights_only=True``.
+    """
+    state: Dict[str, Any] = {
+        'python': random.getstate(),
+        'numpy': np.random.get_state(),
+        'torch': torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    if model is not None:
+        state['generators'] = {k: g.get_state() for k, g in module_generators(model).items()}
+    return state
+
+
+def restore_random_state(state: Dict[str, Any],
+                         model: Optional[torch.nn.Module] = None) -> List[str]:
+    """Put back states captured by :func:`capture_random_state`.
+
+    Args:
+        state: The captured states.
+        model: Model whose generators to restore.
+
+    Returns:
+        Names of model generators present now but absent from ``state``
+        (left as they are), so the caller can warn.
+    """
+    random.setstate(state['python'])
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        states = state['cuda']
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+    missing = []
+    if model is not None:
+        saved = state.get('generators', {})
+        for name, gen in module_generators(model).items():
+            if name in saved:
+                gen.set_state(saved[name].to(gen.get_state().device))
+            else:
+                missing.append(name)
+    return missing
+
+
+@HOOKS.register_module()
+class RandomStateHook(Hook):
+    """Save/restore all random streams so that ``--resume`` continues bit-exactly.
+
+    Args:
+        isolate_validation: Restore the training stream after each validation
+            run, so validation never changes the training trajectory.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, isolate_validation: bool = True) -> None:
+        self.isolate_validation = isolate_validation
+        self._pending: Optional[Dict[str, Any]] = None
+        self._before_val: Optional[Dict[str, Any]] = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Add every rank's random states to ``checkpoint``."""
+        state = capture_random_state(runner.model)
+        states = all_gather_object(state) if is_distributed() else [state]
+        checkpoint[CHECKPOINT_KEY] = {'world_size': get_world_size(), 'ranks': states}
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Keep this rank's states until the train loop has replayed the dataloader."""
+        saved = checkpoint.get(CHECKPOINT_KEY)
+        if saved is None:
+            # load_from of weights only, or a checkpoint of another toolkit.
+            return
+        if saved['world_size'] != get_world_size():
+            runner.logger.warning(
+                f'RandomStateHook: checkpoint written by {saved["world_size"]} processes, '
+                f'resuming with {get_world_size()}; random streams are re-seeded instead '
+                'of restored, so the run will not repeat the original one exactly.')
+            return
+        self._pending = saved['ranks'][get_rank()]
+
+    def restore_pending(self, runner) -> bool:
+        """Restore the states loaded by :meth:`after_load_checkpoint`, once.
+
+        Args:
+            runner: The Runner.
+
+        Returns:
+            Whether anything was restored.
+        """
+        if self._pending is None:
+            return False
+        missing = restore_random_state(self._pending, runner.model)
+        self._pending = None
+        if missing:
+            runner.logger.warning(
+                f'RandomStateHook: generators {missing} are not in the checkpoint and keep '
+                'their freshly seeded state.')
+        return True
+
+    def before_train(self, runner) -> None:
+        """Restore pending states when the loop does not do it (e.g. a plain loop)."""
+        loop = getattr(runner, '_train_loop', None)
+        if self._pending is not None and not getattr(loop, 'restores_random_state', False):
+            runner.logger.warning(
+                'RandomStateHook: the train loop does not replay data before restoring '
+                'random states; use ExactResumeIterBasedTrainLoop for an exact resume.')
+            self.restore_pending(runner)
+
+    def before_val(self, runner) -> None:
+        """Remember the training stream before validation consumes random numbers."""
+        if self.isolate_validation and self._training(runner):
+            self._before_val = capture_random_state(runner.model)
+
+    def after_val(self, runner) -> None:
+        """Give the training stream back exactly as validation found it."""
+        if self._before_val is not None:
+            restore_random_state(self._before_val, runner.model)
+            self._before_val = None
+
+    @staticmethod
+    def _training(runner) -> bool:
+        loop = getattr(runner, '_train_loop', None)
+        return loop is not None and not isinstance(loop, dict)

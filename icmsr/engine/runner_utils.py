@@ -1,0 +1,123 @@
+"""Helpers shared by ``tools/train.py`` and ``tools/test.py``: command-line flags to config keys.
+
+The tools stay thin: everything that turns a flag into a config change lives
+here, where it can be tested without starting a Runner.
+"""
+import os
+import os.path as osp
+import pickle
+from typing import Optional
+
+from mmengine.config import Config
+
+from icmsr.compat import trusted_checkpoint_loading
+
+#: Plain wrapper type -> its mixed-precision twin.
+AMP_TWINS = {
+    'OptimWrapper': 'AmpOptimWrapper',
+    'NonFiniteGuardOptimWrapper': 'AmpNonFiniteGuardOptimWrapper',
+}
+
+
+def _wrapper_entries(optim_wrapper: dict) -> list:
+    """Return the optim-wrapper dicts of a config: the sub-wrappers of a dict, else itself."""
+    subs = [v for v in optim_wrapper.values() if isinstance(v, dict) and 'optimizer' in v]
+    return subs or [optim_wrapper]
+
+
+def enable_amp(cfg: Config) -> None:
+    """Switch every optim wrapper of ``cfg`` to automatic mixed precision (dynamic loss scale).
+
+    Args:
+        cfg: A training config with ``optim_wrapper``.
+
+    Raises:
+        ValueError: When a wrapper type has no known AMP twin.
+    """
+    if 'optim_wrapper' not in cfg:
+        raise ValueError('--amp: the config has no `optim_wrapper` to switch to AMP.')
+    amp_types = set(AMP_TWINS.values())
+    for entry in _wrapper_entries(cfg.optim_wrapper):
+        kind = entry.get('type', 'OptimWrapper')
+        if kind in amp_types:
+            continue
+        if kind not in AMP_TWINS:
+            raise ValueError(
+                f'--amp: optim wrapper type {kind!r} has no AMP version; known: '
+                f'{sorted(AMP_TWINS)}. Set the AMP type in the config instead.')
+        entry['type'] = AMP_TWINS[kind]
+        entry.setdefault('loss_scale', 'dynamic')
+
+
+def set_resume(cfg: Config, resume: Optional[str]) -> None:
+    """Apply ``--resume [PATH]``: a path resumes from that file, ``'auto'`` from the latest.
+
+    ``'auto'`` reads ``<work_dir>/last_checkpoint`` (written by ``CheckpointHook``)
+    and starts from scratch when there is none.
+
+    Args:
+        cfg: Training config (``resume`` and ``load_from`` are set).
+        resume: ``None`` (no resume), ``'auto'``, or a checkpoint path.
+
+    Raises:
+        FileNotFoundError: When an explicit path does not exist.
+    """
+    if resume is None:
+        return
+    cfg.resume = True
+    if resume == 'auto':
+        cfg.load_from = None
+        return
+    if '://' not in resume and not osp.isfile(resume):
+        raise FileNotFoundError(f'--resume: checkpoint {resume!r} does not exist.')
+    cfg.load_from = resume
+
+
+def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str) -> None:
+    """Choose the work dir: the flag, else the config's, else ``./work_dirs/<config name>``.
+
+    Args:
+        cfg: The config to update.
+        work_dir: Value of ``--work-dir``.
+        config_path: Path of the config file.
+    """
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def export_local_rank(local_rank: Optional[int]) -> None:
+    """Expose ``--local-rank`` of the old ``torch.distributed.launch`` as ``LOCAL_RANK``."""
+    if local_rank is not None and 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(local_rank)
+
+
+def guard_checkpoint_loading(runner, trust: bool) -> None:
+    """Make the Runner's checkpoint loading follow the project's pickle-safety policy.
+
+    Checkpoints written by our Runner load with ``weights_only=True`` (see
+    ``icmsr/compat.py``). A file that pickles anything else is refused with a
+    message naming ``--trust-checkpoint``; with ``trust=True`` loading uses full
+    pickle, for the duration of the load only.
+
+    Args:
+        runner: The Runner whose ``load_checkpoint`` to guard.
+        trust: The user opted in with ``--trust-checkpoint``.
+    """
+    load = runner.load_checkpoint
+
+    def load_checkpoint(filename: str, *args, **kwargs):
+        if trust:
+            with trusted_checkpoint_loading():
+                return load(filename, *args, **kwargs)
+        try:
+            return load(filename, *args, **kwargs)
+        except pickle.UnpicklingError as err:
+            raise RuntimeError(
+                f'Refusing to unpickle {filename}: it contains objects outside the '
+                'allow-list of checkpoints written by icmsr, and unpickling them can run '
+                'arbitrary code. If you trust this file, pass --trust-checkpoint. '
+                f'(torch said: {str(err).splitlines()[0]})') from err
+
+    runner.load_checkpoint = load_checkpoint

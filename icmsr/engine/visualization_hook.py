@@ -1,0 +1,115 @@
+"""Write training image grids (LQ | SR | HQ | condition maps) to the visualizer's backends."""
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from mmengine.dist import master_only
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from torchvision.utils import make_grid
+
+from icmsr.engine.random_state import capture_random_state, restore_random_state
+from icmsr.registry import HOOKS
+
+
+def _as_rgb(img: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bring a ``(B, C, h, w)`` batch in ``[0, 1]`` to 3 channels at ``size`` (nearest)."""
+    img = img.detach().float().cpu()
+    if img.shape[1] == 1:
+        img = img.expand(-1, 3, -1, -1)
+    if tuple(img.shape[-2:]) != tuple(size):
+        img = F.interpolate(img, size=tuple(size), mode='nearest')
+    return img.clamp(0, 1)
+
+
+def sr_grid(columns: List[torch.Tensor], max_images: int) -> torch.Tensor:
+    """Lay out one row per image, one column per panel.
+
+    Args:
+        columns: Panels, each ``(B, C, h, w)`` in ``[0, 1]``; the first one
+            sets the panel size.
+        max_images: Number of rows (images of the batch) to show.
+
+    Returns:
+        uint8 ``(H, W, 3)`` grid, ready for ``Visualizer.add_image``.
+    """
+    size = columns[0].shape[-2:]
+    panels = [_as_rgb(c[:max_images], size) for c in columns]
+    # Interleave so that each row of the grid is one image: LQ, SR, HQ, ...
+    tiles = torch.stack(panels, dim=1).flatten(0, 1)
+    grid = make_grid(tiles, nrow=len(panels), padding=2, pad_value=1.0)
+    return (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+
+
+@HOOKS.register_module()
+class SRVisualizationHook(Hook):
+    """Every ``interval`` iterations, super-resolve the current training batch and log a grid.
+
+    Columns: LQ (the degraded input, resized to the GT size), SR, HQ, then the
+    condition maps the teacher saw (colormap, Canny, or the LQ condition). The
+    grid goes to every backend of the Runner's visualizer
+    (``LocalVisBackend``: ``<work_dir>/<timestamp>/vis_data/vis_image``;
+    ``TensorboardVisBackend``: the *Images* tab).
+
+    The extra forward pass draws random numbers (the degradation); the random
+    streams are restored afterwards, so switching the hook on or off does not
+    change the training run.
+
+    Args:
+        interval: Iterations between two grids (also written at the last iteration).
+        max_images: Images of the batch to show.
+        name: Image name given to the visualizer.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self, interval: int = 1000, max_images: int = 4,
+                 name: str = 'train_lq_sr_hq') -> None:
+        if interval < 1:
+            raise ValueError(f'SRVisualizationHook: interval must be >= 1, got {interval}')
+        self.interval = interval
+        self.max_images = max_images
+        self.name = name
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch: Optional[dict] = None,
+                         outputs: Optional[dict] = None) -> None:
+        """Log a grid when the iteration count hits the interval."""
+        if data_batch is None:
+            return
+        if not (self.every_n_train_iters(runner, self.interval) or self.is_last_train_iter(runner)):
+            return
+        self._log_grid(runner, data_batch)
+
+    @master_only
+    def _log_grid(self, runner, data_batch: dict) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        state = capture_random_state(model)
+        was_training = model.training
+        try:
+            model.eval()
+            with torch.no_grad():
+                columns = self.panels(model, data_batch)
+        finally:
+            model.train(was_training)
+            restore_random_state(state, model)
+        runner.visualizer.add_image(self.name, sr_grid(columns, self.max_images),
+                                    step=runner.iter + 1)
+
+    @staticmethod
+    def panels(model, data_batch: dict) -> List[torch.Tensor]:
+        """Compute the grid's columns for one batch.
+
+        Args:
+            model: The unwrapped ``ICMSR`` model.
+            data_batch: A batch as given by the dataloader.
+
+        Returns:
+            ``[lq, sr, hq, *conditions]``, each ``(B, C, h, w)`` in ``[0, 1]``.
+        """
+        data = model.data_preprocessor(data_batch, training=True)
+        inputs = data['inputs']
+        lq, gt = inputs['lq'], inputs['gt']
+        sr = model.super_resolve(lq)
+        cond = inputs.get('cond')
+        conds = [] if cond is None else (list(cond) if isinstance(cond, (list, tuple)) else [cond])
+        return [lq, sr, gt] + conds

@@ -1,0 +1,71 @@
+"""Evaluate a checkpoint on the config's test sets: ``python tools/test.py CONFIG CHECKPOINT``.
+
+Flags follow MMagic/MMEngine's ``tools/test.py``; see ``docs/training.md``.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.dist import is_main_process
+from mmengine.runner import Runner
+
+import icmsr  # noqa: F401  (applies the checkpoint-loading shims)
+from icmsr.engine.runner_utils import export_local_rank, guard_checkpoint_loading, set_work_dir
+from icmsr.registry import RUNNERS
+
+
+def parse_args() -> argparse.Namespace:
+    """Parse the command line.
+
+    Returns:
+        The parsed arguments.
+    """
+    parser = argparse.ArgumentParser(description='Test an ICM-SR checkpoint')
+    parser.add_argument('config', help='config file (its test_dataloader/test_evaluator are used)')
+    parser.add_argument('checkpoint', help='checkpoint file (a .pth written by tools/train.py)')
+    parser.add_argument('--work-dir', help='directory for the test log '
+                        '(default: the config\'s work_dir, else ./work_dirs/<config name>)')
+    parser.add_argument('--out', help='write the metrics to this JSON file')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='allow full unpickling of the checkpoint '
+                        '(only for files you trust: unpickling can run code)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. test_dataloader.0.batch_size=2')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='job launcher (pytorch = torchrun)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=None,
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.out is not None and not args.out.endswith('.json'):
+        parser.error(f'--out must name a .json file, got {args.out!r}')
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
+        parser.error(f'checkpoint {args.checkpoint!r} does not exist')
+    return args
+
+
+def main() -> None:
+    """Build the Runner, load the checkpoint, run the test loop and report the metrics."""
+    args = parse_args()
+    export_local_rank(args.local_rank)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    set_work_dir(cfg, args.work_dir, args.config)
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    guard_checkpoint_loading(runner, trust=args.trust_checkpoint)
+    metrics = runner.test()
+    if args.out and is_main_process():
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump({k: float(v) if isinstance(v, (int, float)) else v
+                       for k, v in metrics.items()}, f, indent=2)
+        print(f'metrics written to {args.out}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,61 @@
+"""Train an ICM-SR model from a config: ``python tools/train.py CONFIG [options]``.
+
+Flags follow MMagic/MMEngine's ``tools/train.py``; see ``docs/training.md``.
+"""
+import argparse
+
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+import icmsr  # noqa: F401  (applies the checkpoint-loading shims)
+from icmsr.engine.runner_utils import (enable_amp, export_local_rank, guard_checkpoint_loading,
+                                       set_resume, set_work_dir)
+from icmsr.registry import RUNNERS
+
+
+def parse_args() -> argparse.Namespace:
+    """Parse the command line.
+
+    Returns:
+        The parsed arguments.
+    """
+    parser = argparse.ArgumentParser(description='Train an ICM-SR model')
+    parser.add_argument('config', help='training config file')
+    parser.add_argument('--work-dir', help='directory for logs and checkpoints '
+                        '(default: the config\'s work_dir, else ./work_dirs/<config name>)')
+    parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='PATH',
+                        help='resume from PATH; without PATH, from the latest checkpoint '
+                        'in the work dir')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision with dynamic loss scaling')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='allow full unpickling of the resumed/loaded checkpoint '
+                        '(only for files you trust: unpickling can run code)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. train_cfg.max_iters=1000')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='job launcher (pytorch = torchrun)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=None,
+                        help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Build the Runner from the config and the flags, then train."""
+    args = parse_args()
+    export_local_rank(args.local_rank)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    set_work_dir(cfg, args.work_dir, args.config)
+    if args.amp:
+        enable_amp(cfg)
+    set_resume(cfg, args.resume)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    guard_checkpoint_loading(runner, trust=args.trust_checkpoint)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
