@@ -26,7 +26,7 @@ from typing import Optional
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -134,6 +134,22 @@ def _pil_to_rgb_array(image: Image.Image, path: str) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
 
 
+def _load_strict(image: Image.Image) -> None:
+    """Decode the whole image, failing on truncation even if a library allowed it.
+
+    Some packages set Pillow's process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES``
+    to True, which silently fills the missing part of a truncated file with
+    grey. A training image like that is worse than a skipped one, so the flag is
+    held False while decoding and then restored.
+    """
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        image.load()
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
 def load_image_rgb(path: str) -> np.ndarray:
     """Read an image file as an upright ``uint8`` RGB array.
 
@@ -159,15 +175,18 @@ def load_image_rgb(path: str) -> np.ndarray:
         raise ImageLoadError(path, 'the file is empty')
     try:
         image = Image.open(io.BytesIO(data))
+        # Decode fully first: truncation is detected here (reading a PNG's EXIF
+        # may decode the image too, outside our strict guard).
+        _load_strict(image)
         orientation = _exif_orientation(image)
         if _png_bit_depth(data) == 16:
-            # Pillow reads 16-bit RGB as 8 bit by dropping the low byte: use OpenCV.
+            # Pillow reads 16-bit RGB as 8 bit by dropping the low byte: decode
+            # again at full depth with OpenCV.
             rgb = _decode_png16(data, path)
             fix = _ORIENTATION_FIX.get(orientation)
             if fix is not None:
                 rgb = np.asarray(Image.fromarray(rgb).transpose(fix))
             return np.ascontiguousarray(rgb)
-        image.load()  # forces a full decode, so truncation is detected here
         image = ImageOps.exif_transpose(image)
         rgb = _pil_to_rgb_array(image, path)
     except ImageLoadError:
