@@ -1,1 +1,4 @@
 """evaluation package."""
+from .iqa_metric import IQAMetrics  # noqa: F401
+from .scorers import DEFAULT_METRICS, METRICS, build_scorers  # noqa: F401
+from .weights import ENV_VAR, MetricWeightsError, NetworkAccessError  # noqa: F401

@@ -1,0 +1,213 @@
+"""Per-image scorers with the settings of the community's Real-ISR tables.
+
+Every scorer takes a batch of SR images (and GT images for full-reference
+metrics) as float tensors ``(B, 3, H, W)`` in ``[0, 1]`` and returns one float per
+image. Settings follow OSEDiff's ``test_metrics.py``, which ICM-SR's tables use:
+PSNR/SSIM on the Y channel of YCbCr without border crop, LPIPS with AlexNet,
+MUSIQ trained on KonIQ, MANIQA trained on PIPAL, TOPIQ-NR on KonIQ, LIQE on KonIQ.
+
+NIQE uses pyiqa's implementation with the natural-scene parameters that ship
+with basicsr (``basicsr/metrics/niqe_pris_params.npz``), so it needs no download;
+on OSEDiff's RealSR outputs it reproduces the published average to 3e-4.
+"""
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .weights import check_weights, offline_pyiqa, resolve_weights_dir
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """Static facts about one metric.
+
+    Attributes:
+        name: Our key (``psnr``, ``topiq_nr``, ...).
+        label: Column header used in reports (the paper's spelling).
+        lower_better: Direction of improvement.
+        full_reference: Whether the GT image is needed.
+        pyiqa_name: Name passed to ``pyiqa.create_metric`` (None: not pyiqa-built).
+        options: Keyword options given to pyiqa.
+        set_level: True for metrics computed once per set (FID).
+    """
+
+    name: str
+    label: str
+    lower_better: bool
+    full_reference: bool
+    pyiqa_name: Optional[str] = None
+    options: Dict = field(default_factory=dict)
+    set_level: bool = False
+
+
+_Y = dict(test_y_channel=True, color_space='ycbcr')
+# Table order of the paper: perceptual w/ ref, perceptual w/o ref, fidelity.
+METRICS: Dict[str, MetricInfo] = {m.name: m for m in [
+    MetricInfo('lpips', 'LPIPS', True, True, 'lpips'),
+    MetricInfo('dists', 'DISTS', True, True, 'dists'),
+    MetricInfo('fid', 'FID', True, True, 'fid', set_level=True),
+    MetricInfo('niqe', 'NIQE', True, False),
+    MetricInfo('musiq', 'MUSIQ', False, False, 'musiq'),
+    MetricInfo('maniqa', 'MANIQA', False, False, 'maniqa-pipal'),
+    MetricInfo('clipiqa', 'CLIPIQA', False, False, 'clipiqa'),
+    MetricInfo('topiq_nr', 'TOPIQ', False, False, 'topiq_nr'),
+    MetricInfo('liqe', 'LIQE', False, False, 'liqe'),
+    MetricInfo('psnr', 'PSNR', False, True, 'psnr', dict(_Y, crop_border=0)),
+    MetricInfo('ssim', 'SSIM', False, True, 'ssim', dict(_Y, crop_border=0)),
+]}
+ALIASES = {'topiq': 'topiq_nr', 'maniqa-pipal': 'maniqa', 'musiq-koniq': 'musiq',
+           'clip-iqa': 'clipiqa'}
+DEFAULT_METRICS = list(METRICS)
+
+
+def canonical_name(name: str) -> str:
+    """Map a user-given metric name to our key.
+
+    Args:
+        name: E.g. ``'PSNR'``, ``'topiq'``.
+
+    Returns:
+        The key in :data:`METRICS`.
+
+    Raises:
+        KeyError: Naming the known metrics.
+    """
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in METRICS:
+        raise KeyError(f'Unknown metric {name!r}; choose from {list(METRICS)} '
+                       f'(aliases {sorted(ALIASES)})')
+    return key
+
+
+def basicsr_niqe_params() -> Dict[str, torch.Tensor]:
+    """Load the NIQE natural-scene model that ships with basicsr.
+
+    Returns:
+        ``mu`` (36,) and ``cov`` (36, 36) float64 tensors.
+    """
+    import basicsr
+    path = os.path.join(os.path.dirname(basicsr.__file__), 'metrics', 'niqe_pris_params.npz')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'NIQE parameters not found at {path}; reinstall basicsr==1.4.2')
+    params = np.load(path)
+    return {'mu': torch.from_numpy(np.ravel(params['mu_pris_param'])).double(),
+            'cov': torch.from_numpy(params['cov_pris_param']).double()}
+
+
+class NIQEScorer:
+    """NIQE on the Y channel (YIQ, as pyiqa) with basicsr's parameters.
+
+    Args:
+        crop_border: Pixels dropped at each edge before scoring.
+    """
+
+    def __init__(self, crop_border: int = 0) -> None:
+        params = basicsr_niqe_params()
+        self.mu, self.cov = params['mu'], params['cov']
+        self.crop_border = crop_border
+
+    def __call__(self, pred: torch.Tensor, gt: Optional[torch.Tensor] = None) -> List[float]:
+        """Score a batch.
+
+        Args:
+            pred: ``(B, 3, H, W)`` in ``[0, 1]``.
+            gt: Ignored (no-reference metric).
+
+        Returns:
+            One NIQE value per image.
+        """
+        from pyiqa.archs.niqe_arch import calculate_niqe
+        pred = pred.detach().double().cpu()
+        # One image at a time: NIQE drops partial 96-px blocks per image, which a
+        # batch of differently sized images could not express.
+        return [float(calculate_niqe(p[None], self.crop_border, True, 'yiq',
+                                     self.mu, self.cov)) for p in pred]
+
+
+class PyiqaScorer:
+    """A pyiqa per-image metric built once and called on batches.
+
+    Args:
+        info: The metric's :class:`MetricInfo`.
+        device: Device to run on.
+        options: Overrides of the default options (e.g. ``crop_border``).
+    """
+
+    def __init__(self, info: MetricInfo, device: torch.device, options: Optional[Dict] = None):
+        import pyiqa
+        self.info = info
+        self.device = device
+        opts = dict(info.options)
+        opts.update(options or {})
+        self.model = pyiqa.create_metric(info.pyiqa_name, device=device, **opts)
+
+    @torch.no_grad()
+    def __call__(self, pred: torch.Tensor, gt: Optional[torch.Tensor] = None) -> List[float]:
+        """Score a batch.
+
+        Args:
+            pred: ``(B, 3, H, W)`` in ``[0, 1]``.
+            gt: ``(B, 3, H, W)`` in ``[0, 1]`` for full-reference metrics.
+
+        Returns:
+            One value per image.
+        """
+        pred = pred.to(self.device, torch.float32)
+        if self.info.full_reference:
+            if gt is None:
+                raise ValueError(f'{self.info.label} needs the GT image (gt_img) for each sample')
+            out = self.model(pred, gt.to(self.device, torch.float32))
+        else:
+            out = self.model(pred)
+        return [float(v) for v in torch.as_tensor(out).reshape(-1).cpu()]
+
+
+def build_scorers(metrics: Sequence[str], device: Optional[str] = None,
+                  weights_dir: Optional[str] = None,
+                  options: Optional[Dict[str, Dict]] = None) -> Dict[str, Callable]:
+    """Build the per-image scorers of the given metrics (FID is skipped: set level).
+
+    Args:
+        metrics: Metric names (aliases allowed).
+        device: ``'cpu'``, ``'cuda'`` ...; default CUDA when available.
+        weights_dir: Offline weights folder; default ``$ICMSR_METRIC_WEIGHTS``.
+        options: Per-metric option overrides, e.g. ``{'psnr': {'crop_border': 4}}``.
+
+    Returns:
+        Mapping from metric key to a callable ``(pred, gt) -> list[float]``.
+
+    Raises:
+        MetricWeightsError: Listing every missing weight file at once.
+    """
+    keys = [canonical_name(m) for m in metrics]
+    options = {canonical_name(k): v for k, v in (options or {}).items()}
+    dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    weights_dir = resolve_weights_dir(weights_dir)
+    if weights_dir is not None:
+        check_weights(keys, weights_dir)
+    scorers: Dict[str, Callable] = {}
+    with offline_pyiqa(weights_dir):
+        for key in keys:
+            info = METRICS[key]
+            if info.set_level:
+                continue
+            if key == 'niqe':
+                scorers[key] = NIQEScorer(**options.get(key, {}))
+            else:
+                scorers[key] = PyiqaScorer(info, dev, options.get(key))
+    return scorers
+
+
+def quantize(img: torch.Tensor) -> torch.Tensor:
+    """Round ``[0, 1]`` images to 8 bits, as saving a PNG and reading it back does.
+
+    Args:
+        img: Float tensor in ``[0, 1]`` (values outside are clamped).
+
+    Returns:
+        Float32 tensor on the same device with values ``k / 255``.
+    """
+    return (img.detach().float().clamp(0, 1) * 255.0).round() / 255.0
