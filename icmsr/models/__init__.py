@@ -1,1 +1,2 @@
 """models package."""
+from .conditions import ConditionExtractor  # noqa: F401
