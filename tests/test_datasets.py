@@ -358,3 +358,26 @@ def test_skimage_training_images(tmp_path):
         assert img.shape == (48, 48, 3)
     ds = HQImageDataset(folders=str(tmp_path), pipeline=TRAIN_PIPELINE)
     assert len(ds) == 2 and ds[0]['inputs']['gt'].shape == (3, 16, 16)
+
+
+# ------------------------------------------------------------ shipped configs
+@pytest.mark.skipif(not osp.isdir(osp.join(REALSR, 'test_LR')),
+                    reason=f'RealSR test set not found at {REALSR}')
+def test_shipped_dataset_configs_build(tmp_path):
+    from mmengine.config import Config
+    register_all_modules()
+    cfg = Config.fromfile('configs/_base_/datasets/stablesr_testsets.py')
+    test_set = cfg.test_dataloader[1].dataset
+    test_set.data_root = REALSR
+    ds = DATASETS.build(test_set)
+    assert len(ds) == 100 and ds.test_mode and ds[0]['inputs']['lq'].shape == (3, 128, 128)
+    skimage_training_images(str(tmp_path / 'DIV2K' / 'DIV2K_train_HR'), 40, names=['coffee'])
+    skimage_training_images(str(tmp_path / 'LSDIR' / 'HR' / 'train' / '0001000'), 600,
+                            names=['astronaut'])
+    cfg = Config.fromfile('configs/_base_/datasets/hq_div2k_lsdir.py')
+    train_set = cfg.train_dataloader.dataset
+    train_set.data_root = str(tmp_path)
+    ds = DATASETS.build(train_set)
+    assert len(ds) == 2
+    for i in range(2):  # the 40 px image is padded, the 600 px one cropped
+        assert ds[i]['inputs']['gt'].shape == (3, 512, 512)
