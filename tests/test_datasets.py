@@ -34,8 +34,13 @@ def _write(path, value, size=(20, 24)):
     return img
 
 
+def _read(path):
+    with open(path, 'rb') as f:
+        return f.read()
+
+
 def _truncate(path):
-    data = open(path, 'rb').read()
+    data = _read(path)
     with open(path, 'wb') as f:
         f.write(data[: len(data) // 2])
 
@@ -316,7 +321,8 @@ def test_realsr_pairs():
     for i, item in enumerate(items):
         assert item['inputs']['gt'].shape == (3, 512, 512)
         assert item['inputs']['lq'].shape == (3, 128, 128)
-        assert item['data_samples'].key == osp.splitext(osp.basename(item['data_samples'].gt_path))[0]
+        sample = item['data_samples']
+        assert sample.key == osp.splitext(osp.basename(sample.gt_path))[0]
         if i < 10:  # the LQ must look like its own GT, not the next one
             up = cv2.resize(item['inputs']['lq'].permute(1, 2, 0).numpy(), (512, 512),
                             interpolation=cv2.INTER_CUBIC).astype(np.float64)
@@ -334,10 +340,9 @@ def test_synthetic_paired_set_deterministic(tmp_path):
     assert a['names'] == b['names'] == c['names'] and len(a['names']) == 3
     for sub in ('test_HR', 'test_LR'):
         for name in a['names']:
-            bytes_a = open(osp.join(a['root'], sub, name), 'rb').read()
-            assert bytes_a == open(osp.join(b['root'], sub, name), 'rb').read()
-    assert any(open(osp.join(a['lq_dir'], n), 'rb').read()
-               != open(osp.join(c['lq_dir'], n), 'rb').read() for n in a['names'])
+            assert _read(osp.join(a['root'], sub, name)) == _read(osp.join(b['root'], sub, name))
+    assert any(_read(osp.join(a['lq_dir'], n)) != _read(osp.join(c['lq_dir'], n))
+               for n in a['names'])
     ds = PairedImageDataset(data_root=a['root'], pipeline=PAIRED_PIPELINE)
     for item in (ds[i] for i in range(len(ds))):
         gt = item['inputs']['gt'].permute(1, 2, 0).numpy()

@@ -10,8 +10,9 @@ format the rest of the toolkit expects, an ``(H, W, 3)`` ``uint8`` RGB array:
   with OpenCV (Pillow would truncate the low byte of 16-bit RGB) and scaled to
   8 bit with rounding to nearest: ``v8 = floor(v16 / 257 + 1/2)``. ``65535 / 255
   = 257`` exactly, so ``0 -> 0``, ``65535 -> 255`` and a value written as
-  ``v8 * 257`` reads back as ``v8``. Other 16-bit grayscale files that Pillow opens
-  in an ``I;16`` mode are scaled the same way.
+  ``v8 * 257`` reads back as ``v8``. Other grayscale files that Pillow opens in an
+  ``I;16*`` or 32-bit ``I`` mode (16-bit TIFF, for instance) are taken as 16-bit
+  data, clipped to ``[0, 65535]`` and scaled the same way.
 * Alpha is dropped, not composited: the colour stored under transparent pixels
   is kept as it is. Super-resolution targets are the stored colours, and
   compositing on an arbitrary background would invent content.
