@@ -120,7 +120,9 @@ class NIQEScorer:
             One NIQE value per image.
         """
         from pyiqa.archs.niqe_arch import calculate_niqe
-        pred = pred.detach().double().cpu()
+        # float32 like pyiqa's file reader: the Y channel is rounded to integers, and
+        # float64 would round a few .5 boundary pixels differently.
+        pred = pred.detach().float().cpu()
         # One image at a time: NIQE drops partial 96-px blocks per image, which a
         # batch of differently sized images could not express.
         return [float(calculate_niqe(p[None], self.crop_border, True, 'yiq',
