@@ -52,6 +52,14 @@ def test_16bit_rgb_png_values_rounded(tmp_path):
     assert not np.array_equal(out, (v >> 8).astype(np.uint8))
 
 
+@pytest.mark.parametrize('channels', [1, 3])
+def test_16bit_tiff(tmp_path, channels):
+    v = (np.arange(4 * 5 * channels).reshape(4, 5, channels) * 3001 + 129).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / 'a16.tif'), v[..., ::-1] if channels == 3 else v[..., 0])
+    out = load_image_rgb(str(tmp_path / 'a16.tif'))
+    np.testing.assert_array_equal(out, np.broadcast_to(_expected_8bit(v), (4, 5, 3)))
+
+
 def test_16bit_gray_and_rgba_png(tmp_path):
     g = (np.arange(48).reshape(6, 8) * 1365).astype(np.uint16)
     cv2.imwrite(str(tmp_path / 'g16.png'), g)

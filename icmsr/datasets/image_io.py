@@ -6,8 +6,8 @@ format the rest of the toolkit expects, an ``(H, W, 3)`` ``uint8`` RGB array:
 
 * 8-bit RGB, grayscale (``L``, ``1``), palette (``P``), CMYK and YCbCr images are
   converted to RGB by Pillow.
-* 16-bit PNGs (grayscale, RGB, with or without alpha) are decoded at full depth
-  with OpenCV (Pillow would truncate the low byte of 16-bit RGB) and scaled to
+* 16-bit PNGs and TIFFs (grayscale, RGB, with or without alpha) are decoded at
+  full depth with OpenCV (Pillow would drop the low byte of 16-bit RGB) and scaled to
   8 bit with rounding to nearest: ``v8 = floor(v16 / 257 + 1/2)``. ``65535 / 255
   = 257`` exactly, so ``0 -> 0``, ``65535 -> 255`` and a value written as
   ``v8 * 257`` reads back as ``v8``. Other grayscale files that Pillow opens in an
@@ -23,7 +23,6 @@ file that is not an image - raises :class:`ImageLoadError` naming the file.
 """
 import io
 import os
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -43,6 +42,7 @@ _ORIENTATION_FIX = {
     8: Image.Transpose.ROTATE_90,
 }
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_TIFF_BITS_PER_SAMPLE = 258
 _SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
 
 
@@ -89,11 +89,15 @@ def _to_uint8_from_16bit(array: np.ndarray) -> np.ndarray:
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
-def _png_bit_depth(data: bytes) -> Optional[int]:
-    """Return the bit depth stored in a PNG header, or None for other formats."""
-    if len(data) >= 25 and data.startswith(_PNG_SIGNATURE):
-        return data[24]
-    return None
+def _is_16bit(image: Image.Image, data: bytes) -> bool:
+    """Tell whether a PNG or TIFF stores 16 bits per sample (read from its header)."""
+    if data.startswith(_PNG_SIGNATURE):
+        return len(data) >= 25 and data[24] == 16
+    if image.format == 'TIFF':
+        bits = image.tag_v2.get(_TIFF_BITS_PER_SAMPLE, 8)
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return 16 in bits
+    return False
 
 
 def _exif_orientation(image: Image.Image) -> int:
@@ -104,11 +108,11 @@ def _exif_orientation(image: Image.Image) -> int:
         return 1
 
 
-def _decode_png16(data: bytes, path: str) -> np.ndarray:
-    """Decode a 16-bit PNG at full depth with OpenCV and return uint8 RGB."""
+def _decode_16bit(data: bytes, path: str) -> np.ndarray:
+    """Decode a 16-bit PNG/TIFF at full depth with OpenCV and return uint8 RGB."""
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
-        raise ImageLoadError(path, 'the 16-bit PNG data is corrupt or truncated')
+        raise ImageLoadError(path, 'the 16-bit image data is corrupt or truncated')
     if array.ndim == 2:
         rgb = np.repeat(array[..., None], 3, axis=2)
     elif array.shape[2] == 2:  # gray + alpha
@@ -180,10 +184,10 @@ def load_image_rgb(path: str) -> np.ndarray:
         # may decode the image too, outside our strict guard).
         _load_strict(image)
         orientation = _exif_orientation(image)
-        if _png_bit_depth(data) == 16:
+        if _is_16bit(image, data):
             # Pillow reads 16-bit RGB as 8 bit by dropping the low byte: decode
-            # again at full depth with OpenCV.
-            rgb = _decode_png16(data, path)
+            # again at full depth with OpenCV (which ignores EXIF orientation).
+            rgb = _decode_16bit(data, path)
             fix = _ORIENTATION_FIX.get(orientation)
             if fix is not None:
                 rgb = np.asarray(Image.fromarray(rgb).transpose(fix))
