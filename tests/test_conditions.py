@@ -1,0 +1,128 @@
+"""Tests of the structural condition extractor F_c (icmsr.models.conditions)."""
+import glob
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import icmsr  # noqa: F401
+from icmsr.models.conditions import ConditionExtractor
+from icmsr.registry import MODELS
+
+REALSR_HR = '/work/shared/data/realsr/test_HR'
+
+
+def _skimage(name: str) -> np.ndarray:
+    data = pytest.importorskip('skimage.data')
+    return getattr(data, name)()
+
+
+def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255
+
+
+def _realsr_images(n: int = 2):
+    paths = sorted(glob.glob(os.path.join(REALSR_HR, '*.png')))[:n]
+    if not paths:
+        pytest.skip(f'{REALSR_HR} not found (real test data)')
+    return [cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in paths]
+
+
+@pytest.mark.parametrize('name', ['astronaut', 'chelsea'])  # 512x512 and 300x451
+def test_colormap_matches_pil_bicubic_then_nearest(name):
+    rgb = _skimage(name)
+    h, w = rgb.shape[:2]
+    # T2I-Adapter's colormap: PIL bicubic down, PIL nearest back up.
+    small = Image.fromarray(rgb).resize((8, 8), Image.BICUBIC)
+    ref = np.asarray(small.resize((w, h), Image.NEAREST)).astype(np.float32) / 255
+    out = ConditionExtractor('colormap')(_to_tensor(rgb))
+    assert out.shape == (1, 3, h, w) and out.dtype == torch.float32
+    assert out.min() >= 0 and out.max() <= 1
+    diff = np.abs(out[0].permute(1, 2, 0).numpy() - ref)
+    # PIL works in 8 bit with clipping between its two passes; we stay in float.
+    assert diff.mean() < 1 / 255
+    assert (diff > 6 / 255).mean() < 0.01
+    blocks = out[0].reshape(3, -1).T.unique(dim=0)
+    assert len(blocks) <= 64, 'a colormap has at most 8x8 distinct colours'
+
+
+def test_colormap_area_matches_cv2_inter_area_and_custom_size():
+    rgb = _skimage('astronaut')
+    ref_small = cv2.resize(rgb.astype(np.float32) / 255, (4, 4), interpolation=cv2.INTER_AREA)
+    ref = np.repeat(np.repeat(ref_small, 128, axis=0), 128, axis=1)
+    out = ConditionExtractor('colormap', colormap_size=4, colormap_resize='area')(_to_tensor(rgb))
+    # float32 sums over 128x128 blocks round differently in OpenCV and torch.
+    assert np.abs(out[0].permute(1, 2, 0).numpy() - ref).max() < 1e-4
+
+
+def test_canny_matches_opencv_on_real_images():
+    images = [_skimage('astronaut')] + _realsr_images(2)
+    extractor = ConditionExtractor('canny')
+    for rgb in images:
+        ref = cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 100, 200)
+        out = extractor(_to_tensor(rgb))
+        assert out.shape == (1, 1, *rgb.shape[:2]) and out.dtype == torch.float32
+        assert set(out.unique().tolist()) <= {0.0, 1.0}
+        assert torch.equal(out[0, 0], torch.from_numpy(ref).float() / 255)
+        assert 0.005 < out.mean() < 0.3, 'implausible edge density'
+    # The test can tell channel orders apart: BGR gray gives other edges.
+    rgb = images[0]
+    bgr_edges = cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_BGR2GRAY), 100, 200)
+    assert not np.array_equal(bgr_edges, cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 100, 200))
+
+
+def test_canny_thresholds_colour_input_and_rounding():
+    rgb = _skimage('astronaut')
+    x = _to_tensor(rgb) + 0.4 / 255  # rounding must recover the 8-bit image
+    ref_lo = cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 50, 100)
+    out_lo = ConditionExtractor('canny', canny_low=50, canny_high=100)(x)
+    assert torch.equal(out_lo[0, 0], torch.from_numpy(ref_lo).float() / 255)
+    assert out_lo.mean() > ConditionExtractor('canny')(x).mean()
+    ref_col = cv2.Canny(rgb, 100, 200)
+    out_col = ConditionExtractor('canny', canny_input='color')(x)
+    assert torch.equal(out_col[0, 0], torch.from_numpy(ref_col).float() / 255)
+
+
+def test_multi_is_colormap_then_canny_for_a_batch():
+    rgb = _skimage('astronaut')[::4, ::4]  # 128 px
+    hq = torch.cat([_to_tensor(rgb), _to_tensor(rgb[:, ::-1])]).double()
+    conds = MODELS.build(dict(type='ConditionExtractor', mode='multi'))(hq)
+    assert isinstance(conds, list) and len(conds) == 2
+    color, edges = conds
+    assert color.shape == (2, 3, 128, 128) and edges.shape == (2, 1, 128, 128)
+    assert color.dtype == edges.dtype == torch.float32
+    assert torch.equal(color, ConditionExtractor('colormap')(hq))
+    assert torch.equal(edges, ConditionExtractor('canny')(hq))
+    flipped = np.ascontiguousarray(rgb[:, ::-1])
+    ref = cv2.Canny(cv2.cvtColor(flipped, cv2.COLOR_RGB2GRAY), 100, 200)
+    assert torch.equal(edges[1, 0], torch.from_numpy(ref).float() / 255)
+    assert not torch.equal(edges[0], edges[1]), 'images of a batch must be processed separately'
+
+
+def test_lq_mode_resizes_like_cv2_bicubic_and_requires_lq():
+    rgb = _skimage('astronaut')[::4, ::4]
+    hq = _to_tensor(rgb)
+    lq_np = cv2.resize(rgb, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    lq = torch.from_numpy(lq_np).permute(2, 0, 1)[None]
+    out = ConditionExtractor('lq')(hq, lq=lq)
+    ref = np.clip(cv2.resize(lq_np, (128, 128), interpolation=cv2.INTER_CUBIC), 0, 1)
+    assert out.shape == (1, 3, 128, 128) and out.dtype == torch.float32
+    assert np.abs(out[0].permute(1, 2, 0).numpy() - ref).max() < 1e-5
+    same_size = torch.rand(1, 3, 128, 128)
+    assert torch.equal(ConditionExtractor('lq')(hq, lq=same_size), same_size)
+    with pytest.raises(ValueError, match='needs the LQ batch'):
+        ConditionExtractor('lq')(hq)
+    with pytest.raises(ValueError, match='batch size'):
+        ConditionExtractor('lq')(hq, lq=torch.rand(2, 3, 32, 32))
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match='mode must be one of'):
+        ConditionExtractor('depth')
+    with pytest.raises(ValueError, match=r'\(B, 3, H, W\)'):
+        ConditionExtractor('colormap')(torch.rand(3, 64, 64))
+    with pytest.raises(TypeError, match='float'):
+        ConditionExtractor('canny')(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))

@@ -1,0 +1,181 @@
+"""Tests of the batched Real-ESRGAN degradation (icmsr.degradations)."""
+import glob
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import icmsr  # noqa: F401  (applies the basicsr import shim)
+from basicsr.utils import USMSharp
+from basicsr.utils.img_process_util import filter2D
+from icmsr.degradations import RealESRGANDegradation, quantize_8bit, usm_sharpen
+from icmsr.degradations.fft_filter import filter2d_fft
+from icmsr.degradations.kernels import sample_batch_kernels
+from icmsr.degradations.seeding import borrowed_global_rngs
+from icmsr.registry import MODELS
+
+REALSR_HR = '/work/shared/data/realsr/test_HR'
+DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+
+
+def _astronaut(size: int = 128) -> torch.Tensor:
+    """A real photo, ``(2, 3, size, size)`` (the second one mirrored)."""
+    skimage_data = pytest.importorskip('skimage.data')
+    img = torch.from_numpy(skimage_data.astronaut()).permute(2, 0, 1)[None].float() / 255
+    img = F.interpolate(img, size=(size, size), mode='area')
+    return torch.cat([img, img.flip(-1)])
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return 10 * torch.log10(1 / ((a - b) ** 2).mean(dim=(1, 2, 3)))
+
+
+def test_defaults_are_osediff_params_realesrgan():
+    d = RealESRGANDegradation()
+    types = ('iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'plateau_iso', 'plateau_aniso')
+    probs = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
+    assert d.scale == 4
+    assert d.kernel_sizes == (7, 9, 11, 13, 15, 17, 19, 21)
+    assert d.stage1_kernel == dict(kernel_list=types, kernel_prob=probs, sigma_range=(0.2, 3),
+                                   betag_range=(0.5, 4), betap_range=(1, 2), sinc_prob=0.1)
+    assert d.stage2_kernel == dict(kernel_list=types, kernel_prob=probs, sigma_range=(0.2, 1.5),
+                                   betag_range=(0.5, 4), betap_range=(1, 2), sinc_prob=0.1)
+    assert d.stage1 == dict(resize_prob=(0.2, 0.7, 0.1), resize_range=(0.15, 1.5),
+                            gaussian_noise_prob=0.5, noise_range=(1, 30),
+                            poisson_scale_range=(0.05, 3), gray_noise_prob=0.4,
+                            jpeg_range=(30, 95))
+    assert d.stage2 == dict(resize_prob=(0.3, 0.4, 0.3), resize_range=(0.3, 1.2),
+                            gaussian_noise_prob=0.5, noise_range=(1, 25),
+                            poisson_scale_range=(0.05, 2.5), gray_noise_prob=0.4,
+                            jpeg_range=(30, 95))
+    assert d.second_blur_prob == 0.8 and d.final_sinc_prob == 0.8
+    assert d.use_usm is False and d.resize_back is True
+    assert set(d.resize_modes) == set(d.resize_back_modes) == {'area', 'bilinear', 'bicubic'}
+    # No parameters or buffers: nothing leaks into optimizers or checkpoints.
+    assert list(d.parameters()) == [] and d.state_dict() == {}
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_shapes_ranges_and_8bit_quantisation(device):
+    gt = _astronaut(128).to(device)
+    d = MODELS.build(dict(type='RealESRGANDegradation'))
+    for seed in range(4):
+        out = d(gt, generator=torch.Generator().manual_seed(seed))
+        assert out['gt'] is gt
+        assert out['lq'].shape == (2, 3, 32, 32) and out['lq_up'].shape == (2, 3, 128, 128)
+        for key in ('lq', 'lq_up'):
+            x = out[key]
+            assert x.dtype == torch.float32 and x.device.type == device
+            assert x.min() >= 0 and x.max() <= 1
+            assert torch.equal(x * 255, (x * 255).round()), f'{key} is not on the 8-bit grid'
+    assert 'lq_up' not in RealESRGANDegradation(resize_back=False)(gt)
+
+
+def test_same_seed_same_lq_different_seed_different_lq():
+    gt = _astronaut(128)
+    d = RealESRGANDegradation()
+    runs = [d(gt, generator=torch.Generator().manual_seed(s)) for s in (7, 7, 8)]
+    assert torch.equal(runs[0]['lq'], runs[1]['lq'])
+    assert torch.equal(runs[0]['lq_up'], runs[1]['lq_up'])
+    assert (runs[0]['lq'] - runs[2]['lq']).abs().mean() > 1e-3
+    # The module's own generator: same seed -> same stream, and the stream advances.
+    a, b = RealESRGANDegradation(seed=3), RealESRGANDegradation(seed=3)
+    first, second = a(gt)['lq'], a(gt)['lq']
+    assert torch.equal(first, b(gt)['lq']) and not torch.equal(first, second)
+
+
+def test_global_rng_states_are_untouched():
+    gt = _astronaut(128)
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    RealESRGANDegradation()(gt, generator=torch.Generator().manual_seed(0))
+    assert (random.random(), np.random.rand()) == expected[:2]
+    assert torch.equal(torch.rand(1), expected[2])
+
+
+def test_lq_differs_measurably_from_plain_bicubic_but_keeps_content():
+    gt = _astronaut(128)
+    other = gt.flip(-2)  # same statistics, different content
+    d = RealESRGANDegradation()
+    bicubic = F.interpolate(gt, size=(32, 32), mode='bicubic', antialias=True).clamp(0, 1)
+    bicubic_other = F.interpolate(other, size=(32, 32), mode='bicubic', antialias=True).clamp(0, 1)
+    for seed in range(4):
+        lq = d(gt, generator=torch.Generator().manual_seed(seed))['lq']
+        psnr = _psnr(lq, bicubic)
+        assert (psnr < 30).all(), f'seed {seed}: LQ too close to a clean bicubic downscale ({psnr})'
+        assert (psnr > _psnr(lq, bicubic_other) + 2).all(), 'LQ lost the image content'
+
+
+@pytest.mark.skipif(not os.path.isdir(REALSR_HR), reason=f'{REALSR_HR} not found (real test data)')
+def test_real_512_gt_gap_to_bicubic():
+    import cv2
+    path = sorted(glob.glob(os.path.join(REALSR_HR, '*.png')))[0]
+    hr = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)[:512, :512]
+    gt = torch.from_numpy(np.ascontiguousarray(hr)).permute(2, 0, 1)[None].float() / 255
+    out = RealESRGANDegradation()(gt, generator=torch.Generator().manual_seed(0))
+    assert out['lq'].shape == (1, 3, 128, 128)
+    bicubic = F.interpolate(gt, scale_factor=0.25, mode='bicubic', antialias=True).clamp(0, 1)
+    assert _psnr(out['lq'], bicubic).item() < 35
+
+
+def test_usm_matches_basicsr_usmsharp():
+    gt = _astronaut(128)
+    ours = usm_sharpen(gt)
+    ref = USMSharp()(gt)
+    assert (ours - ref).abs().max() < 1e-5
+    assert (ours - gt).abs().max() > 0.05  # it does sharpen
+    d = RealESRGANDegradation(use_usm=True)
+    out = d(gt, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out['gt'], ref, atol=1e-5)
+
+
+@pytest.mark.parametrize('batch,shared', [(3, False), (3, True), (1, False)])
+def test_fft_filter_matches_basicsr_filter2d(batch, shared):
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(batch, 3, 45, 62, generator=g)
+    kernel = torch.rand(1 if shared else batch, 21, 21, generator=g)
+    kernel /= kernel.sum(dim=(1, 2), keepdim=True)
+    assert torch.allclose(filter2d_fft(img, kernel), filter2D(img, kernel), atol=1e-5)
+    with pytest.raises(ValueError, match='odd'):
+        filter2d_fft(img, torch.ones(1, 4, 4))
+
+
+def test_kernels_per_image_normalised_and_reproducible():
+    cfg = RealESRGANDegradation()
+    args = (4, cfg.kernel_sizes, cfg.stage1_kernel, cfg.stage2_kernel, 1.0)
+    with borrowed_global_rngs(5, torch.device('cpu')):
+        k1, k2, sinc = sample_batch_kernels(*args)
+    with borrowed_global_rngs(5, torch.device('cpu')):
+        again = sample_batch_kernels(*args)
+    for k in (k1, k2, sinc):
+        assert k.shape == (4, 21, 21) and k.dtype == torch.float32
+        assert torch.allclose(k.sum(dim=(1, 2)), torch.ones(4), atol=1e-5)
+        assert not torch.equal(k[0], k[1]), 'kernels must differ between images'
+    assert all(torch.equal(a, b) for a, b in zip((k1, k2, sinc), again))
+    with borrowed_global_rngs(5, torch.device('cpu')):
+        *_, pulse = sample_batch_kernels(2, cfg.kernel_sizes, cfg.stage1_kernel,
+                                         cfg.stage2_kernel, 0.0)
+    assert pulse[:, 10, 10].eq(1).all() and pulse.sum() == 2
+
+
+def test_quantize_8bit():
+    x = torch.tensor([-0.2, 0.0, 0.4 / 255, 0.302, 1.4])
+    assert torch.equal(quantize_8bit(x) * 255, torch.tensor([0.0, 0.0, 0.0, 77.0, 255.0]))
+
+
+def test_clear_input_errors():
+    d = RealESRGANDegradation()
+    with pytest.raises(ValueError, match=r'\(B, 3, H, W\)'):
+        d(torch.rand(3, 128, 128))
+    with pytest.raises(TypeError, match='float'):
+        d(torch.zeros(1, 3, 128, 128, dtype=torch.uint8))
+    with pytest.raises(ValueError, match='divisible by scale'):
+        d(torch.rand(1, 3, 130, 128))
+    with pytest.raises(ValueError, match='too small'):
+        d(torch.rand(1, 3, 64, 64))
+    with pytest.raises(ValueError, match='kernel_list'):
+        RealESRGANDegradation(kernel_list=('iso', 'bogus'), kernel_prob=(0.5, 0.5))
