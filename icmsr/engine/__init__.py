@@ -5,3 +5,4 @@ from .nan_guard import (AmpNonFiniteGuardOptimWrapper, NonFiniteGuardHook,  # no
 from .random_state import RandomStateHook  # noqa: E402,F401
 from .visualization_hook import SRVisualizationHook  # noqa: E402,F401
 from .multi_test_loop import MultiTestLoop, MultiValLoop  # noqa: E402,F401
+from .optim_constructor import ICMSROptimWrapperConstructor  # noqa: F401

@@ -1,0 +1,305 @@
+"""Build the diffusion components from a hub id, a local folder or a config dict.
+
+Every builder takes the same three ways in:
+
+* ``from_pretrained='CompVis/stable-diffusion-v1-4', subfolder='unet'`` - a hub id
+  (downloaded into the Hugging Face cache when online) or a local folder laid
+  out like the hub repository (``unet/``, ``vae/``, ``text_encoder/``,
+  ``tokenizer/``, ``scheduler/`` subfolders; an adapter folder holds
+  ``config.json`` and its weights directly).
+* ``from_config=dict(...)`` - an architecture dict (see ``arch_configs``) with
+  random weights: tests, demos and memory benchmarks.
+
+The builders are registered as functions in ``MODELS`` under ``SD*`` names, so a
+config says ``unet=dict(type='SDUNet', from_pretrained=..., subfolder='unet')``.
+diffusers classes themselves are not registered (importing icmsr stays cheap).
+"""
+import gzip
+import importlib.util
+import os
+import re
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from icmsr.registry import MODELS
+
+_HUB_ID = re.compile(r'^[\w.-]+/[\w.-]+$')
+
+# Which public weights a component of this toolkit expects, for error messages.
+_DOWNLOAD_HINT = (
+    'ICM-SR uses CompVis/stable-diffusion-v1-4 (unet, vae, text_encoder, tokenizer, '
+    'scheduler) and the TencentARC adapters TencentARC/t2iadapter_color_sd14v1 and '
+    'TencentARC/t2iadapter_canny_sd14v1. Download them on a machine with internet, e.g. '
+    '`huggingface-cli download CompVis/stable-diffusion-v1-4 --local-dir '
+    'weights/stable-diffusion-v1-4` (same for each adapter into weights/<name>), and set '
+    "from_pretrained='weights/<name>' in the config, or pre-fill the Hugging Face cache "
+    '($HF_HOME) and keep the hub id.')
+
+
+class PretrainedWeightsError(FileNotFoundError):
+    """Raised when pretrained weights are neither on disk nor downloadable."""
+
+
+def resolve_dtype(dtype: Optional[Any]) -> Optional[torch.dtype]:
+    """Turn ``'float16'``/``'bf16'``/``torch.float16``/``None`` into a torch dtype.
+
+    Args:
+        dtype: a dtype, its name, or None.
+
+    Returns:
+        The torch dtype or None.
+    """
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    aliases = {'fp16': 'float16', 'half': 'float16', 'bf16': 'bfloat16',
+               'fp32': 'float32', 'float': 'float32'}
+    name = aliases.get(str(dtype), str(dtype))
+    if not isinstance(getattr(torch, name, None), torch.dtype):
+        raise ValueError(f'Unknown dtype {dtype!r}; use float32, float16 or bfloat16.')
+    return getattr(torch, name)
+
+
+def _load_pretrained(loader: Callable[..., Any], what: str, path: str,
+                     subfolder: Optional[str], **kwargs: Any) -> Any:
+    """Call ``loader(path, subfolder=..., **kwargs)`` with one clear error on failure."""
+    where = f"'{path}'" + (f" (subfolder '{subfolder}')" if subfolder else '')
+    local = os.path.isdir(os.path.expanduser(path))
+    if not local and not _HUB_ID.match(path):
+        raise PretrainedWeightsError(
+            f'{what}: local folder {where} does not exist. {_DOWNLOAD_HINT}')
+    if local:
+        path = os.path.expanduser(path)
+        folder = os.path.join(path, subfolder) if subfolder else path
+        if not os.path.isdir(folder):
+            raise PretrainedWeightsError(
+                f'{what}: {where} has no subfolder {subfolder!r}. {_DOWNLOAD_HINT}')
+    if subfolder:
+        kwargs['subfolder'] = subfolder
+    try:
+        return loader(path, **kwargs)
+    except (OSError, ValueError) as err:
+        # Offline hub ids surface as OSError/LocalEntryNotFoundError (an OSError).
+        raise PretrainedWeightsError(
+            f'{what}: could not load {where}: {type(err).__name__}: {str(err)[:300]} '
+            f'{_DOWNLOAD_HINT}') from err
+
+
+def _check_one_source(what: str, from_pretrained: Optional[str],
+                      from_config: Optional[Dict[str, Any]]) -> None:
+    if (from_pretrained is None) == (from_config is None):
+        raise ValueError(f'{what}: give exactly one of from_pretrained=<hub id or folder> '
+                         f'or from_config=<architecture dict>.')
+
+
+def _finish(module: torch.nn.Module, dtype: Optional[Any]) -> torch.nn.Module:
+    """Freeze a component and cast it; trainable parts are added by the model later."""
+    module.requires_grad_(False)
+    dtype = resolve_dtype(dtype)
+    if dtype is not None:
+        module.to(dtype=dtype)
+    return module
+
+
+@MODELS.register_module(name='SDUNet')
+def build_unet(from_pretrained: Optional[str] = None, subfolder: Optional[str] = 'unet',
+               from_config: Optional[Dict[str, Any]] = None, torch_dtype: Optional[Any] = None,
+               **kwargs: Any) -> torch.nn.Module:
+    """Build a frozen ``UNet2DConditionModel``.
+
+    Args:
+        from_pretrained: hub id or local SD folder.
+        subfolder: subfolder holding the UNet (``'unet'``; None for a bare folder).
+        from_config: architecture dict (random weights) instead of weights.
+        torch_dtype: dtype of the frozen weights (e.g. ``'float16'``).
+        **kwargs: forwarded to ``from_pretrained`` (``local_files_only``, ``variant``...).
+
+    Returns:
+        The UNet, with ``requires_grad=False`` everywhere.
+    """
+    from diffusers import UNet2DConditionModel
+    _check_one_source('UNet', from_pretrained, from_config)
+    if from_config is not None:
+        unet = UNet2DConditionModel.from_config(dict(from_config))
+    else:
+        unet = _load_pretrained(UNet2DConditionModel.from_pretrained, 'UNet',
+                                from_pretrained, subfolder, **kwargs)
+    return _finish(unet, torch_dtype)
+
+
+@MODELS.register_module(name='SDVAE')
+def build_vae(from_pretrained: Optional[str] = None, subfolder: Optional[str] = 'vae',
+              from_config: Optional[Dict[str, Any]] = None, torch_dtype: Optional[Any] = None,
+              **kwargs: Any) -> torch.nn.Module:
+    """Build a frozen ``AutoencoderKL`` (arguments as :func:`build_unet`).
+
+    Returns:
+        The VAE, with ``requires_grad=False`` everywhere.
+    """
+    from diffusers import AutoencoderKL
+    _check_one_source('VAE', from_pretrained, from_config)
+    if from_config is not None:
+        vae = AutoencoderKL.from_config(dict(from_config))
+    else:
+        vae = _load_pretrained(AutoencoderKL.from_pretrained, 'VAE', from_pretrained,
+                               subfolder, **kwargs)
+    return _finish(vae, torch_dtype)
+
+
+@MODELS.register_module(name='SDTextEncoder')
+def build_text_encoder(from_pretrained: Optional[str] = None,
+                       subfolder: Optional[str] = 'text_encoder',
+                       from_config: Optional[Dict[str, Any]] = None,
+                       torch_dtype: Optional[Any] = None, **kwargs: Any) -> torch.nn.Module:
+    """Build a frozen ``CLIPTextModel`` (arguments as :func:`build_unet`).
+
+    Returns:
+        The text encoder in eval mode, with ``requires_grad=False``.
+    """
+    from transformers import CLIPTextConfig, CLIPTextModel
+    _check_one_source('Text encoder', from_pretrained, from_config)
+    if from_config is not None:
+        model = CLIPTextModel(CLIPTextConfig(**dict(from_config)))
+    else:
+        model = _load_pretrained(CLIPTextModel.from_pretrained, 'Text encoder',
+                                 from_pretrained, subfolder, **kwargs)
+    return _finish(model.eval(), torch_dtype)
+
+
+def _bytes_to_unicode() -> Dict[int, str]:
+    """CLIP/GPT-2 byte alphabet: printable bytes map to themselves, others above 255."""
+    printable = (list(range(ord('!'), ord('~') + 1)) + list(range(ord('¡'), ord('¬') + 1))
+                 + list(range(ord('®'), ord('ÿ') + 1)))
+    table, shift = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            table[byte] = chr(byte)
+        else:
+            table[byte] = chr(256 + shift)
+            shift += 1
+    return table
+
+
+def _clip_bpe_merges(num_merges: int) -> List[Tuple[str, str]]:
+    """Read CLIP's BPE merges from the file the openai-clip wheel ships."""
+    spec = importlib.util.find_spec('clip')
+    if spec is None or not spec.submodule_search_locations:
+        raise PretrainedWeightsError(
+            "Tokenizer kind 'clip_bpe' needs the openai-clip package (it ships "
+            "clip/bpe_simple_vocab_16e6.txt.gz); install it or use kind='tiny'.")
+    path = os.path.join(list(spec.submodule_search_locations)[0], 'bpe_simple_vocab_16e6.txt.gz')
+    lines = gzip.open(path).read().decode('utf-8').split('\n')[1:num_merges + 1]
+    return [tuple(line.split()) for line in lines]
+
+
+@MODELS.register_module(name='SDTokenizer')
+def build_tokenizer(from_pretrained: Optional[str] = None, subfolder: Optional[str] = 'tokenizer',
+                    from_config: Optional[Dict[str, Any]] = None, **kwargs: Any) -> Any:
+    """Build a ``CLIPTokenizer``.
+
+    Args:
+        from_pretrained: hub id or local SD folder.
+        subfolder: tokenizer subfolder.
+        from_config: offline construction: ``dict(kind='tiny')`` (byte-level
+            alphabet, no merges: 514 tokens, enough for tiny text encoders) or
+            ``dict(kind='clip_bpe')`` (the real 49408-token CLIP BPE rebuilt from
+            openai-clip's shipped merges file). ``model_max_length`` defaults to 77.
+        **kwargs: forwarded to ``from_pretrained``.
+
+    Returns:
+        The tokenizer.
+    """
+    from transformers import CLIPTokenizer
+    _check_one_source('Tokenizer', from_pretrained, from_config)
+    if from_pretrained is not None:
+        return _load_pretrained(CLIPTokenizer.from_pretrained, 'Tokenizer', from_pretrained,
+                                subfolder, **kwargs)
+    cfg = dict(from_config)
+    kind = cfg.pop('kind', 'tiny')
+    max_len = cfg.pop('model_max_length', 77)
+    alphabet = list(_bytes_to_unicode().values())
+    tokens = alphabet + [a + '</w>' for a in alphabet]
+    if kind == 'tiny':
+        merges: List[Tuple[str, str]] = []
+    elif kind == 'clip_bpe':
+        merges = _clip_bpe_merges(49152 - 256 - 2)
+        tokens += [''.join(m) for m in merges]
+    else:
+        raise ValueError(f"Tokenizer from_config kind must be 'tiny' or 'clip_bpe', got {kind!r}")
+    tokens += ['<|startoftext|>', '<|endoftext|>']
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_len, **cfg)
+
+
+@MODELS.register_module(name='SDScheduler')
+def build_scheduler(from_pretrained: Optional[str] = None, subfolder: Optional[str] = 'scheduler',
+                    from_config: Optional[Dict[str, Any]] = None, **kwargs: Any) -> Any:
+    """Build a ``DDPMScheduler`` (SD's noise schedule; only ``alphas_cumprod`` is used).
+
+    Args:
+        from_pretrained: hub id or SD folder; SD's PNDM config loads as DDPM.
+        subfolder: scheduler subfolder.
+        from_config: scheduler config dict (``arch_configs.SD14_SCHEDULER``).
+        **kwargs: forwarded to ``from_pretrained``.
+
+    Returns:
+        The scheduler.
+    """
+    from diffusers import DDPMScheduler
+    _check_one_source('Scheduler', from_pretrained, from_config)
+    if from_config is not None:
+        return DDPMScheduler.from_config(dict(from_config))
+    return _load_pretrained(DDPMScheduler.from_pretrained, 'Scheduler', from_pretrained,
+                            subfolder, **kwargs)
+
+
+@MODELS.register_module(name='SDT2IAdapter')
+def build_t2i_adapter(from_pretrained: Optional[str] = None, subfolder: Optional[str] = None,
+                      from_config: Optional[Dict[str, Any]] = None,
+                      torch_dtype: Optional[Any] = None, **kwargs: Any) -> torch.nn.Module:
+    """Build a frozen ``T2IAdapter``.
+
+    Args:
+        from_pretrained: hub id (``TencentARC/t2iadapter_color_sd14v1``) or folder.
+        subfolder: usually None (adapter repos hold the model at the top level).
+        from_config: ``T2IAdapter`` init kwargs (``arch_configs.T2I_ADAPTER_*``).
+        torch_dtype: dtype of the weights.
+        **kwargs: forwarded to ``from_pretrained``.
+
+    Returns:
+        The adapter, frozen.
+    """
+    from diffusers import T2IAdapter
+    _check_one_source('T2I-Adapter', from_pretrained, from_config)
+    if from_config is not None:
+        adapter = T2IAdapter(**dict(from_config))
+    else:
+        adapter = _load_pretrained(T2IAdapter.from_pretrained, 'T2I-Adapter', from_pretrained,
+                                   subfolder, **kwargs)
+    return _finish(adapter, torch_dtype)
+
+
+@MODELS.register_module(name='SDMultiAdapter')
+def build_multi_adapter(adapters: Sequence[Dict[str, Any]],
+                        torch_dtype: Optional[Any] = None) -> torch.nn.Module:
+    """Build a frozen ``MultiAdapter`` from a list of adapter configs.
+
+    The per-adapter weights are applied at call time (``VSDRegularizer``'s
+    ``adapter_weights``), as diffusers' ``MultiAdapter.forward`` takes them.
+
+    Args:
+        adapters: configs for :func:`build_t2i_adapter` (dicts, ``type`` optional),
+            in the order of the condition list (e.g. ``[color, canny]``).
+        torch_dtype: dtype applied to every adapter.
+
+    Returns:
+        The MultiAdapter, frozen.
+    """
+    from diffusers import MultiAdapter
+    built = []
+    for cfg in adapters:
+        cfg = dict(cfg)
+        cfg.pop('type', None)
+        cfg.setdefault('torch_dtype', torch_dtype)
+        built.append(build_t2i_adapter(**cfg))
+    return _finish(MultiAdapter(built), torch_dtype)

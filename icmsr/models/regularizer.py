@@ -1,0 +1,240 @@
+"""ICM regularization: VSD against a T2I-Adapter-conditioned teacher (Eq. 6-7)."""
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from icmsr.registry import MODELS
+from .generator import add_noise, x0_from_eps
+from .lora import LoRARoles
+
+AUX_ROLE = 'aux'
+Features = Optional[List[torch.Tensor]]
+
+
+def _build(cfg: Any) -> Any:
+    return MODELS.build(cfg) if isinstance(cfg, dict) else cfg
+
+
+def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance ``eps_u + s * (eps_c - eps_u)``.
+
+    Args:
+        eps_uncond: prediction with the negative prompt.
+        eps_cond: prediction with the prompt.
+        scale: guidance scale s.
+
+    Returns:
+        The guided prediction.
+    """
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+def sample_timesteps(low: int, high: int, batch: int, device: torch.device,
+                     generator: Optional[torch.Generator]) -> torch.Tensor:
+    """``batch`` integer timesteps uniform in ``[low, high)`` (per sample).
+
+    Args:
+        low: inclusive lower bound.
+        high: exclusive upper bound.
+        batch: how many.
+        device: where the result goes.
+        generator: CPU generator for seeded draws (None: torch's global RNG).
+
+    Returns:
+        ``(batch,)`` long tensor.
+    """
+    return torch.randint(low, high, (batch, ), generator=generator).to(device)
+
+
+def sample_noise(like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """Standard normal noise shaped like ``like`` (seeded on CPU when a generator is given)."""
+    if generator is None:
+        return torch.randn_like(like)
+    return torch.randn(like.shape, generator=generator, dtype=like.dtype).to(like.device)
+
+
+def make_generator(seed: Optional[int]) -> Optional[torch.Generator]:
+    """A CPU ``torch.Generator`` seeded with ``seed``, or None to use the global RNG."""
+    return None if seed is None else torch.Generator().manual_seed(int(seed))
+
+
+@MODELS.register_module()
+class VSDRegularizer(nn.Module):
+    """The regularization loss L_Reg of ICM-SR (OSEDiff's VSD when no adapter).
+
+    One call draws ``t ~ U[t_min, t_max)`` and ``eps ~ N(0, I)``, forms
+    ``z_t = a_t z0 + b_t eps``, and (without gradients) asks
+
+    * the teacher (frozen UNet, no LoRA) with T2I-Adapter features of ``F_c``
+      and classifier-free guidance against the negative prompt (the adapter
+      features go to both CFG branches, as diffusers' adapter pipeline does), and
+    * the fake score (UNet + 'aux' LoRA), with the adapter features unless
+      ``fake_uses_adapter=False`` (Algorithm 1 line 12 gives them).
+
+    x0 form (OSEDiff, default): ``g = (x0_fake - x0_real) / mean|z0 - x0_real|``
+    (per sample, mean over C, H, W); ``loss = mse(z0, stopgrad(z0 - g))`` with
+    mean reduction, so ``dL/dz0 = 2 g / numel(z0)`` - OSEDiff's weighting.
+    eps form: ``g = w(t) (eps_real - eps_fake)``, Eq. 3's sign, with
+    ``w(t) = 1`` (``'uniform'``) or ``1 - abar_t`` (``'sigma2'``).
+
+    Sign: a gradient-descent step moves z0 along ``x0_real - x0_fake``, i.e.
+    towards the teacher's estimate. The paper's Algorithm 1 (line 14) and Eq. 9
+    print ``eps_fake - eps_real`` as the gradient, which would push away from the
+    teacher; Eq. 3 and OSEDiff's code have the sign used here.
+
+    Args:
+        unet: the teacher UNet (module, shared; or config, then owned here).
+        scheduler: ``DDPMScheduler`` or config.
+        roles: LoRA role switch of the shared UNet.
+        adapter: ``T2IAdapter``/``MultiAdapter`` (module or config) or None (text only).
+        adapter_weights: per-adapter weights of a MultiAdapter (default 1/N each).
+        adapter_scale: global multiplier of the adapter features (Table 4: 0, 0.5, 1).
+        fake_unet: UNet of the fake score (default: ``unet``, i.e. shared).
+        cfg_scale: teacher guidance scale.
+        t_range: ``(t_min, t_max)`` of the timestep draw, max exclusive.
+        fake_uses_adapter: give the adapter features to the fake score too.
+        grad_form: ``'x0'`` (OSEDiff) or ``'eps'``.
+        eps_weighting: ``'uniform'`` or ``'sigma2'``, for ``grad_form='eps'``.
+        seed: seed of a private RNG for t and eps (None: torch's global RNG, which
+            MMEngine seeds per rank).
+    """
+
+    def __init__(self, unet: Any, scheduler: Any, roles: Optional[LoRARoles] = None,
+                 adapter: Any = None, adapter_weights: Optional[Sequence[float]] = None,
+                 adapter_scale: float = 1.0, fake_unet: Any = None, cfg_scale: float = 7.5,
+                 t_range: Tuple[int, int] = (20, 980), fake_uses_adapter: bool = True,
+                 grad_form: str = 'x0', eps_weighting: str = 'uniform',
+                 seed: Optional[int] = None) -> None:
+        super().__init__()
+        if grad_form not in ('x0', 'eps'):
+            raise ValueError(f"VSDRegularizer grad_form must be 'x0' or 'eps', got {grad_form!r}")
+        if eps_weighting not in ('uniform', 'sigma2'):
+            raise ValueError(f"eps_weighting must be 'uniform' or 'sigma2', got {eps_weighting!r}")
+        if isinstance(unet, dict):
+            self.unet = _build(unet)
+        else:
+            object.__setattr__(self, 'unet', unet)
+        object.__setattr__(self, 'fake_unet', self.unet if fake_unet is None else fake_unet)
+        self.adapter = _build(adapter)
+        if self.adapter is not None:
+            self.adapter.requires_grad_(False).eval()
+        self.adapter_weights = None if adapter_weights is None else list(adapter_weights)
+        self.adapter_scale = float(adapter_scale)
+        sched = _build(scheduler)
+        self.register_buffer('alphas_cumprod', sched.alphas_cumprod.clone().float(),
+                             persistent=False)
+        self.roles = roles if roles is not None else LoRARoles()
+        self.cfg_scale = float(cfg_scale)
+        self.t_range = (int(t_range[0]), int(t_range[1]))
+        self.fake_uses_adapter = fake_uses_adapter
+        self.grad_form, self.eps_weighting = grad_form, eps_weighting
+        self._rng = make_generator(seed)
+
+    def train(self, mode: bool = True) -> 'VSDRegularizer':
+        """Keep the frozen adapter in eval mode."""
+        super().train(mode)
+        if self.adapter is not None:
+            self.adapter.eval()
+        return self
+
+    @torch.no_grad()
+    def adapter_features(self, cond: Union[torch.Tensor, Sequence[torch.Tensor], None]) -> Features:
+        """T2I-Adapter features of the structural condition ``F_c``, times ``adapter_scale``.
+
+        Args:
+            cond: ``(B, C, H, W)`` in [0, 1] for one adapter, a list (one per
+                adapter, same order) for a MultiAdapter, or None.
+
+        Returns:
+            One feature map per UNet down block, or None without adapter/condition.
+        """
+        if self.adapter is None or cond is None:
+            return None
+        dtype = next(self.adapter.parameters()).dtype
+        if isinstance(cond, (list, tuple)):
+            feats = self.adapter([c.to(dtype) for c in cond], self.adapter_weights)
+        else:
+            feats = self.adapter(cond.to(dtype))
+        return [f * self.adapter_scale for f in feats]
+
+    def _unet_eps(self, unet: nn.Module, z_t: torch.Tensor, t: torch.Tensor,
+                  embeds: torch.Tensor, feats: Features) -> torch.Tensor:
+        dtype = unet.dtype
+        # The UNet pops from the residual list: give it a fresh list every call.
+        residuals = None if feats is None else [f.to(dtype) for f in feats]
+        return unet(z_t.to(dtype), t, encoder_hidden_states=embeds.to(dtype),
+                    down_intrablock_additional_residuals=residuals).sample.float()
+
+    @torch.no_grad()
+    def teacher_eps(self, z_t: torch.Tensor, t: torch.Tensor, prompt_embeds: torch.Tensor,
+                    negative_embeds: torch.Tensor, feats: Features) -> torch.Tensor:
+        """Guided teacher noise prediction (frozen UNet, no LoRA, adapter features).
+
+        Args:
+            z_t: noisy latents.
+            t: ``(B,)`` timesteps.
+            prompt_embeds: positive text embeddings ``(B, 77, D)``.
+            negative_embeds: negative-prompt embeddings ``(B, 77, D)``.
+            feats: adapter features or None.
+
+        Returns:
+            ``eps_u + s (eps_c - eps_u)``, float32.
+        """
+        both = None if feats is None else [torch.cat([f, f]) for f in feats]
+        with self.roles.use(None):
+            eps = self._unet_eps(self.unet, torch.cat([z_t, z_t]), torch.cat([t, t]),
+                                 torch.cat([negative_embeds, prompt_embeds]), both)
+        eps_u, eps_c = eps.chunk(2)
+        return cfg_combine(eps_u, eps_c, self.cfg_scale)
+
+    @torch.no_grad()
+    def fake_eps(self, z_t: torch.Tensor, t: torch.Tensor, prompt_embeds: torch.Tensor,
+                 feats: Features) -> torch.Tensor:
+        """Fake-score noise prediction (UNet + 'aux' LoRA), no guidance."""
+        with self.roles.use(AUX_ROLE):
+            return self._unet_eps(self.fake_unet, z_t, t, prompt_embeds,
+                                  feats if self.fake_uses_adapter else None)
+
+    def forward(self, z0: torch.Tensor, prompt_embeds: torch.Tensor,
+                negative_embeds: torch.Tensor, feats: Features = None,
+                timesteps: Optional[torch.Tensor] = None,
+                noise: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        """L_Reg for generator latents ``z0``; gradients flow to ``z0`` only.
+
+        Args:
+            z0: generator latents (scaled), with grad.
+            prompt_embeds: text embeddings.
+            negative_embeds: negative-prompt embeddings (same batch size).
+            feats: adapter features from :meth:`adapter_features`.
+            timesteps: override the t draw (tests).
+            noise: override the eps draw (tests).
+
+        Returns:
+            The loss and a dict with ``timesteps``, ``noise``, ``z_t``, ``x0_real``,
+            ``x0_fake``, ``grad`` (detached) for logging and tests.
+        """
+        if timesteps is None:
+            timesteps = sample_timesteps(*self.t_range, z0.shape[0], z0.device, self._rng)
+        if noise is None:
+            noise = sample_noise(z0.detach().float(), self._rng)
+        with torch.no_grad():
+            z0_d = z0.detach().float()
+            z_t = add_noise(z0_d, noise, self.alphas_cumprod, timesteps)
+            eps_real = self.teacher_eps(z_t, timesteps, prompt_embeds, negative_embeds, feats)
+            eps_fake = self.fake_eps(z_t, timesteps, prompt_embeds, feats)
+            x0_real = x0_from_eps(z_t, eps_real, self.alphas_cumprod, timesteps)
+            x0_fake = x0_from_eps(z_t, eps_fake, self.alphas_cumprod, timesteps)
+            if self.grad_form == 'x0':
+                weight = (z0_d - x0_real).abs().mean(dim=(1, 2, 3), keepdim=True)
+                grad = (x0_fake - x0_real) / weight
+            else:
+                w = torch.ones_like(timesteps, dtype=torch.float32)
+                if self.eps_weighting == 'sigma2':
+                    w = 1 - self.alphas_cumprod.to(z0.device)[timesteps]
+                grad = w.reshape(-1, 1, 1, 1) * (eps_real - eps_fake)
+        loss = F.mse_loss(z0.float(), (z0_d - grad).detach())
+        info = dict(timesteps=timesteps, noise=noise, z_t=z_t, x0_real=x0_real,
+                    x0_fake=x0_fake, grad=grad)
+        return loss, info
