@@ -251,11 +251,37 @@ def offline_pyiqa(weights_dir: Optional[str]) -> Iterator[None]:
     def clip_download(url, root):
         return _local_file(weights_dir, url, 'hub/clip')
 
+    real_clip_load = clip_model.load
+
+    def clip_load(name, device='cpu', jit=False, download_root=None):
+        # OpenAI publishes TorchScript archives, which pyiqa's loader reads; a plain
+        # state-dict file trips its fallback (it re-reads a consumed handle).
+        path = clip_download(clip_model._MODELS[name], None) if name in clip_model._MODELS else name
+        try:
+            return real_clip_load(path, device, jit, download_root)
+        except (EOFError, RuntimeError):
+            try:
+                state = torch.load(path, map_location='cpu', weights_only=True)
+                model = clip_model.build_model(state).to(device)
+            except Exception as err:
+                raise MetricWeightsError(
+                    f'{path} is neither an OpenAI CLIP {name} TorchScript archive nor its '
+                    f'state dict (wrong or corrupt file; re-download it): '
+                    f'{type(err).__name__}: {str(err)[:300]}') from err
+            return model.float() if str(device) == 'cpu' else model
+
     real_create_model = timm.create_model
 
     def create_model(*args, **kwargs):
         kwargs['pretrained'] = False  # overwritten by the strict metric checkpoint
         return real_create_model(*args, **kwargs)
+
+    # LIQE caches computed text features next to the weights; a read-only
+    # weights folder (shared mount) gets a per-user cache instead.
+    cache_dir = pyiqa_dir
+    if not os.access(pyiqa_dir if os.path.isdir(pyiqa_dir) else weights_dir, os.W_OK):
+        cache_dir = os.path.join(os.path.expanduser('~'), '.cache', 'icmsr', 'pyiqa')
+    os.makedirs(cache_dir, exist_ok=True)
 
     checked_loader = _checked_loader(arch_util.load_pretrained_network, weights_dir)
     targets = [
@@ -274,13 +300,14 @@ def offline_pyiqa(weights_dir: Optional[str]) -> Iterator[None]:
             continue
         if getattr(mod, 'load_file_from_url', None) is download_util.load_file_from_url:
             targets.append((mod, 'load_file_from_url', load_file_from_url))
+        if getattr(mod, 'load', None) is real_clip_load:
+            targets.append((mod, 'load', clip_load))
         if getattr(mod, 'load_pretrained_network', None) is arch_util.load_pretrained_network:
             targets.append((mod, 'load_pretrained_network', checked_loader))
         if isinstance(getattr(mod, 'DEFAULT_CACHE_DIR', None), str) and mod is not download_util:
-            targets.append((mod, 'DEFAULT_CACHE_DIR', pyiqa_dir))
+            targets.append((mod, 'DEFAULT_CACHE_DIR', cache_dir))
     previous_hub = torch.hub.get_dir()
     previous_env = {k: os.environ.get(k) for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')}
-    os.makedirs(pyiqa_dir, exist_ok=True)  # LIQE caches its text features here
     torch.hub.set_dir(hub_dir)
     os.environ.update({k: '1' for k in previous_env})
     try:
