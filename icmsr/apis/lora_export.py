@@ -1,0 +1,276 @@
+"""Export the trained generator as LoRA files in the diffusers/peft layout, and load them back.
+
+An export folder holds:
+
+* ``unet_lora.safetensors`` - keys ``unet.<module>.lora_A.weight`` (down) and
+  ``unet.<module>.lora_B.weight`` (up), the layout of diffusers' LoRA files. Its
+  ``lora_adapter_metadata`` header carries the peft ``LoraConfig`` (rank, alpha,
+  target modules), so ``UNet2DConditionModel.load_lora_adapter(path,
+  prefix='unet')`` in plain diffusers loads it too.
+* ``vae_lora.safetensors`` - the VAE-encoder LoRA, keys ``vae.<module>.lora_A/B.weight``.
+* ``unet_conv_in.safetensors`` - full ``conv_in.weight``/``conv_in.bias`` when the
+  generator trained its own ``conv_in``.
+* ``icmsr_lora.json`` - what is needed to rebuild the generator: the base
+  model (hub id or folder) of every component, LoRA rank/alpha/targets, the
+  timestep, the upscaling factor and the prompt settings.
+
+:func:`build_generator_from_export` rebuilds the generator from the base SD
+weights plus these files; ``merged=True`` in :func:`export_generator` also
+writes ``merged/unet`` and ``merged/vae`` with the LoRA folded into the weights.
+"""
+import copy
+import json
+import os
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from icmsr.models.generator import OneStepGenerator
+
+FORMAT_VERSION = 1
+META_FILE = 'icmsr_lora.json'
+UNET_FILE, VAE_FILE, CONV_IN_FILE = 'unet_lora.safetensors', 'vae_lora.safetensors', 'unet_conv_in.safetensors'
+_PEFT_METADATA_KEY = 'lora_adapter_metadata'  # the header key diffusers reads
+
+
+def _branch_state(branches: nn.ModuleDict, prefix: str) -> Dict[str, torch.Tensor]:
+    """``{prefix.<module>.lora_A.weight: down, ...lora_B.weight: up}`` as contiguous float32."""
+    state = {}
+    for key, branch in branches.items():
+        name = key.replace('__', '.')
+        state[f'{prefix}.{name}.lora_A.weight'] = branch.down.weight.detach().float().cpu().contiguous()
+        state[f'{prefix}.{name}.lora_B.weight'] = branch.up.weight.detach().float().cpu().contiguous()
+    return state
+
+
+def _rank_alpha(branches: nn.ModuleDict) -> Tuple[int, float]:
+    """Rank and alpha shared by all branches (raises if they differ)."""
+    pairs = {(b.up.weight.shape[1], round(b.scale * b.up.weight.shape[1], 6)) for b in branches.values()}
+    if len(pairs) != 1:
+        raise ValueError(f'LoRA branches have mixed (rank, alpha) {sorted(pairs)}; cannot describe them '
+                         'with one LoraConfig.')
+    return pairs.pop()
+
+
+def _peft_metadata(prefix: str, branches: nn.ModuleDict) -> str:
+    """JSON of the peft LoraConfig of ``branches``, keys prefixed as diffusers expects."""
+    rank, alpha = _rank_alpha(branches)
+    config = dict(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias='none', use_dora=False,
+                  target_modules=sorted(k.replace('__', '.') for k in branches))
+    return json.dumps({f'{prefix}.{k}': v for k, v in config.items()}, sort_keys=True)
+
+
+def export_generator(generator: OneStepGenerator, out_dir: str, description: Dict[str, Any],
+                     merged: bool = False) -> Dict[str, str]:
+    """Write the generator's LoRA (and ``conv_in``) files plus the JSON description.
+
+    Args:
+        generator: A trained, *unfused* ``OneStepGenerator``.
+        out_dir: Output folder (created).
+        description: Base model and settings; must hold ``base_model`` (see
+            :func:`describe_generator`). Written to ``icmsr_lora.json``.
+        merged: Also save ``merged/unet`` and ``merged/vae`` with the LoRA folded in
+            (full diffusers model folders, loadable with ``from_pretrained``).
+
+    Returns:
+        The written files by role.
+    """
+    if getattr(generator, 'lora_fused', False):
+        raise RuntimeError('Export the LoRA before fusing it into the base weights.')
+    os.makedirs(out_dir, exist_ok=True)
+    files = {}
+    unet_rank, unet_alpha = _rank_alpha(generator.unet_lora)
+    files['unet'] = os.path.join(out_dir, UNET_FILE)
+    save_file(_branch_state(generator.unet_lora, 'unet'), files['unet'],
+              metadata={'format': 'pt', _PEFT_METADATA_KEY: _peft_metadata('unet', generator.unet_lora)})
+    meta = copy.deepcopy(description)
+    meta.update(format_version=FORMAT_VERSION, timestep=generator.timestep,
+                scaling_factor=generator.scaling_factor, infer_latent=generator.infer_latent,
+                clamp_output=generator.clamp_output,
+                unet_lora=dict(rank=unet_rank, alpha=unet_alpha, file=UNET_FILE,
+                               targets=sorted(k.replace('__', '.') for k in generator.unet_lora)))
+    if len(generator.vae_lora):
+        files['vae'] = os.path.join(out_dir, VAE_FILE)
+        save_file(_branch_state(generator.vae_lora, 'vae'), files['vae'],
+                  metadata={'format': 'pt', _PEFT_METADATA_KEY: _peft_metadata('vae', generator.vae_lora)})
+        rank, alpha = _rank_alpha(generator.vae_lora)
+        meta['vae_lora'] = dict(rank=rank, alpha=alpha, file=VAE_FILE,
+                                targets=sorted(k.replace('__', '.') for k in generator.vae_lora))
+    else:
+        meta['vae_lora'] = None
+    if generator.conv_in is not None:
+        files['conv_in'] = os.path.join(out_dir, CONV_IN_FILE)
+        save_file({f'conv_in.{k}': v.detach().float().cpu().contiguous()
+                   for k, v in generator.conv_in.state_dict().items()}, files['conv_in'])
+    meta['conv_in'] = CONV_IN_FILE if generator.conv_in is not None else None
+    files['meta'] = os.path.join(out_dir, META_FILE)
+    with open(files['meta'], 'w') as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+    if merged:
+        files.update(_save_merged(generator, os.path.join(out_dir, 'merged')))
+    return files
+
+
+def _save_merged(generator: OneStepGenerator, folder: str) -> Dict[str, str]:
+    """Fold the LoRA into copies of the UNet and VAE and ``save_pretrained`` them."""
+    from .fuse import fuse_generator_lora
+    twin = copy.deepcopy(generator)  # the caller's generator stays unfused
+    fuse_generator_lora(twin)
+    paths = {'merged_unet': os.path.join(folder, 'unet'), 'merged_vae': os.path.join(folder, 'vae')}
+    twin.unet.save_pretrained(paths['merged_unet'])
+    twin.vae.save_pretrained(paths['merged_vae'])
+    return paths
+
+
+def _load_branches(branches: nn.ModuleDict, state: Dict[str, torch.Tensor], prefix: str, path: str) -> None:
+    """Copy ``prefix.<module>.lora_A/B.weight`` from ``state`` into ``branches`` (exact key match)."""
+    expected = set(_branch_state(branches, prefix))
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        raise ValueError(
+            f'{path}: LoRA keys do not match the generator built from the description '
+            f'({len(missing)} missing, e.g. {sorted(missing)[:2]}; {len(unexpected)} unexpected, '
+            f'e.g. {sorted(unexpected)[:2]}). Was it exported from a model with other LoRA targets?')
+    for key, branch in branches.items():
+        name = key.replace('__', '.')
+        with torch.no_grad():
+            for part, module in (('lora_A', branch.down), ('lora_B', branch.up)):
+                tensor = state[f'{prefix}.{name}.{part}.weight']
+                if tensor.shape != module.weight.shape:
+                    raise ValueError(f'{path}: {prefix}.{name}.{part} has shape {tuple(tensor.shape)}, '
+                                     f'the generator expects {tuple(module.weight.shape)} (rank mismatch?).')
+                module.weight.copy_(tensor)
+
+
+def load_generator_lora(generator: OneStepGenerator, export_dir: str) -> None:
+    """Load exported LoRA (and ``conv_in``) weights into a generator built with the same settings.
+
+    Args:
+        generator: A freshly built, unfused generator.
+        export_dir: Folder written by :func:`export_generator`.
+    """
+    meta = read_description(export_dir)
+    path = os.path.join(export_dir, meta['unet_lora']['file'])
+    _load_branches(generator.unet_lora, load_file(path), 'unet', path)
+    if meta.get('vae_lora'):
+        path = os.path.join(export_dir, meta['vae_lora']['file'])
+        _load_branches(generator.vae_lora, load_file(path), 'vae', path)
+    elif len(generator.vae_lora):
+        raise ValueError(f'{export_dir} has no VAE LoRA but the generator has one; rebuild it with '
+                         'vae_lora_targets=None.')
+    if meta.get('conv_in'):
+        if generator.conv_in is None:
+            raise ValueError(f'{export_dir} holds a trained conv_in; build the generator with train_conv_in=True.')
+        state = load_file(os.path.join(export_dir, meta['conv_in']))
+        generator.conv_in.load_state_dict({k.removeprefix('conv_in.'): v for k, v in state.items()})
+
+
+def read_description(export_dir: str) -> Dict[str, Any]:
+    """Read and check ``icmsr_lora.json`` of an export folder.
+
+    Args:
+        export_dir: The export folder.
+
+    Returns:
+        The description dict.
+    """
+    path = os.path.join(export_dir, META_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'{export_dir!r} is not an ICM-SR LoRA export: {META_FILE} is missing. '
+                                'Create one with tools/export_lora.py.')
+    with open(path) as f:
+        meta = json.load(f)
+    if meta.get('format_version') != FORMAT_VERSION:
+        raise ValueError(f'{path}: format_version {meta.get("format_version")} is not supported '
+                         f'(this toolkit reads {FORMAT_VERSION}).')
+    return meta
+
+
+def describe_generator(generator_cfg: Dict[str, Any], prompt_cfg: Optional[Dict[str, Any]],
+                       scale: int, base_model: Optional[str] = None,
+                       extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The JSON description of an export: how to rebuild the generator and run it.
+
+    Args:
+        generator_cfg: The ``OneStepGenerator`` config (with ``vae``, ``unet`` and
+            ``scheduler`` sub-configs that name their ``from_pretrained`` source).
+        prompt_cfg: The ``PromptEncoder`` config (text encoder, tokenizer, prompt source).
+        scale: Upscaling factor.
+        base_model: Hub id or folder of the base model, for the record (default:
+            the UNet's ``from_pretrained``).
+        extra: Anything else to record (source checkpoint, iteration...).
+
+    Returns:
+        A JSON-serialisable dict.
+    """
+    gen = _plain(generator_cfg)
+    if base_model is None:
+        base_model = (gen.get('unet') or {}).get('from_pretrained')
+    uses_random = [k for k in ('unet', 'vae') if (gen.get(k) or {}).get('from_config') is not None]
+    return dict(base_model=base_model, generator=gen, prompt_encoder=_plain(prompt_cfg), scale=scale,
+                random_base_components=uses_random, **(extra or {}))
+
+
+def _plain(cfg: Any) -> Any:
+    """Config objects -> plain JSON-friendly dicts/lists (tuples become lists)."""
+    if cfg is None:
+        return None
+    if hasattr(cfg, 'to_dict'):
+        cfg = cfg.to_dict()
+    if isinstance(cfg, dict):
+        return {str(k): _plain(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [_plain(v) for v in cfg]
+    return cfg
+
+
+def override_base_model(cfg: Dict[str, Any], base_model: str, keys: Tuple[str, ...]) -> None:
+    """Point the component configs ``cfg[key]`` at ``base_model`` (in place).
+
+    Args:
+        cfg: A generator or prompt-encoder config.
+        base_model: SD folder or hub id.
+        keys: Component entries to redirect (e.g. ``('unet', 'vae', 'scheduler')``).
+    """
+    for key in keys:
+        sub = cfg.get(key)
+        if isinstance(sub, dict):
+            sub.pop('from_config', None)
+            sub['from_pretrained'] = base_model
+
+
+def build_generator_from_export(export_dir: str, base_model: Optional[str] = None,
+                                allow_random_base: bool = False) -> Tuple[OneStepGenerator, Dict[str, Any]]:
+    """Rebuild the generator from the base weights and an export folder.
+
+    Args:
+        export_dir: Folder written by :func:`export_generator`.
+        base_model: Override the base model folder/hub id of the UNet and VAE
+            (e.g. a local copy of ``CompVis/stable-diffusion-v1-4``).
+        allow_random_base: Accept a description whose UNet/VAE were built with
+            random weights (``from_config``; tests and demos only: the result
+            matches the exporting model only if its random base is reproduced).
+
+    Returns:
+        The generator (eval mode, CPU, float32) and the description.
+    """
+    meta = read_description(export_dir)
+    gen_cfg = copy.deepcopy(meta['generator'])
+    if base_model is not None:
+        override_base_model(gen_cfg, base_model, ('unet', 'vae', 'scheduler'))
+    elif meta.get('random_base_components') and not allow_random_base:
+        raise ValueError(
+            f'{export_dir}: the exported generator was built on randomly initialised '
+            f'{meta["random_base_components"]} (from_config), so the LoRA alone cannot reproduce it. '
+            'Pass base_model=<SD folder or hub id> (tools: --base-model).')
+    from icmsr.registry import MODELS
+    gen_cfg.setdefault('type', 'OneStepGenerator')
+    generator = MODELS.build(gen_cfg)
+    load_generator_lora(generator, export_dir)
+    return generator.eval(), meta
+
+
+__all__ = ['export_generator', 'load_generator_lora', 'build_generator_from_export',
+           'describe_generator', 'read_description']

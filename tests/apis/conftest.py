@@ -1,0 +1,72 @@
+"""Tiny random ICM-SR inference models shared by the inference tests."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+
+def randomize_lora(generator, seed: int = 0, std: float = 0.05) -> None:
+    """Give every LoRA branch (zero-initialised 'up') and conv_in non-trivial weights."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in generator.trainable_parameters():
+            p.add_(torch.randn(p.shape, generator=g) * std)
+
+
+@pytest.fixture(scope='session')
+def tiny_cfg():
+    from icmsr.models import tiny_icmsr_config
+    return tiny_icmsr_config(generator=dict(lora_rank=4, timestep=999, train_conv_in=True))
+
+
+@pytest.fixture(scope='session')
+def tiny_model(tiny_cfg):
+    """Unfused tiny model with random, non-zero LoRA (treat as read-only)."""
+    from icmsr.apis import init_model
+    torch.manual_seed(0)
+    model = init_model(tiny_cfg, None, fuse=False)
+    randomize_lora(model.generator)
+    return model
+
+
+@pytest.fixture(scope='session')
+def tiny_sd_folder(tmp_path_factory, tiny_cfg):
+    """A tiny random SD v1 layout on disk (unet/ vae/ text_encoder/ tokenizer/ scheduler/)."""
+    from icmsr.registry import MODELS
+    import icmsr.models  # noqa: F401
+    root = tmp_path_factory.mktemp('tiny_sd')
+    torch.manual_seed(1)
+    for key in ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler'):
+        MODELS.build(dict(tiny_cfg[key])).save_pretrained(str(root / key))
+    return str(root)
+
+
+@pytest.fixture(scope='session')
+def pretrained_cfg(tiny_cfg, tiny_sd_folder):
+    """The tiny config with every component loaded from the on-disk folder (the real path)."""
+    import copy
+    cfg = copy.deepcopy(tiny_cfg)
+    for key, typ in (('unet', 'SDUNet'), ('vae', 'SDVAE'), ('text_encoder', 'SDTextEncoder'),
+                     ('tokenizer', 'SDTokenizer'), ('scheduler', 'SDScheduler')):
+        cfg[key] = dict(type=typ, from_pretrained=tiny_sd_folder, subfolder=key)
+    return cfg
+
+
+def write_png(path: str, h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return arr
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Run these many small forwards on one thread: on a busy 2-core machine, OpenMP workers
+    spinning for a core make each tiny UNet call 10-20x slower than single-threaded."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -1,0 +1,81 @@
+"""Super-resolve images: ``python tools/infer.py --config CFG --weights CKPT --input PATH --output DIR``.
+
+``--input`` is a file, a folder or a quoted glob (``'photos/*.jpg'``). Outputs keep the
+input names. Images of any size are processed in overlapping tiles; see docs/inference.md.
+"""
+import argparse
+import sys
+
+from mmengine.config import Config, DictAction
+
+import icmsr  # noqa: F401  (applies the checkpoint-loading shims)
+from icmsr.apis import SRInferencer, TileSettings
+from icmsr.registry import register_all_modules
+from icmsr.utils.color_correction import COLOR_FIX_MODES
+from icmsr.utils.tiling import BLEND_MODES
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parse the command line.
+
+    Args:
+        argv: Arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The parsed arguments.
+    """
+    p = argparse.ArgumentParser(description='ICM-SR inference on files, folders or globs')
+    p.add_argument('--config', help='training config (optional when --weights is an export folder)')
+    p.add_argument('--weights', help='checkpoint .pth from tools/train.py, or a LoRA export folder '
+                   'from tools/export_lora.py (omitted: untrained LoRA, smoke tests only)')
+    p.add_argument('--input', required=True, help='image file, folder, or quoted glob pattern')
+    p.add_argument('--output', required=True, help='output folder (same file names as the inputs)')
+    p.add_argument('--device', default=None, help='cuda, cuda:1, cpu (default: cuda if available)')
+    p.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16', 'fp32', 'fp16', 'bf16'])
+    p.add_argument('--no-fuse', action='store_true', help='keep the LoRA branches separate (slower)')
+    p.add_argument('--scale', type=int, default=None, help='override the model\'s upscaling factor')
+    p.add_argument('--base-model', help='SD folder/hub id overriding an export\'s base model')
+    p.add_argument('--prompt', default='', help='fixed prompt for every image (default: empty)')
+    p.add_argument('--captions', help='per-image captions: folder of <stem>.txt, JSON, or name<TAB>caption file')
+    p.add_argument('--color-fix', default='none', choices=COLOR_FIX_MODES,
+                   help='colour correction of the output toward the input')
+    p.add_argument('--tile-size', type=int, default=512, help='UNet tile in output pixels (multiple of 8)')
+    p.add_argument('--tile-overlap', type=int, default=64, help='UNet tile overlap in output pixels')
+    p.add_argument('--vae-tile-size', type=int, default=512, help='VAE encoder/decoder tile in output pixels')
+    p.add_argument('--vae-overlap', type=int, default=64, help='VAE tile overlap in output pixels')
+    p.add_argument('--blend', default='gaussian', choices=BLEND_MODES, help='tile blending window')
+    p.add_argument('--seed', type=int, default=0, help='seed set before every image')
+    p.add_argument('--ext', help='output extension (png, jpg, ...); default: keep the input\'s')
+    p.add_argument('--recursive', action='store_true', help='descend into sub-folders')
+    p.add_argument('--skip-existing', action='store_true', help='do not redo outputs that exist')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    """Run inference and print the summary.
+
+    Args:
+        argv: Command-line arguments.
+
+    Returns:
+        Exit code: 0 when every file was processed, 1 when some failed.
+    """
+    args = parse_args(argv)
+    register_all_modules()
+    config = None
+    if args.config:
+        config = Config.fromfile(args.config)
+        if args.cfg_options:
+            config.merge_from_dict(args.cfg_options)
+    tiles = TileSettings(args.tile_size, args.tile_overlap, args.vae_tile_size, args.vae_overlap, args.blend)
+    inferencer = SRInferencer(config, args.weights, args.device, args.dtype, not args.no_fuse, tiles,
+                              args.color_fix, args.prompt, args.captions, args.seed, args.base_model,
+                              args.scale)
+    summary = inferencer(args.input, args.output, args.ext, args.recursive, args.skip_existing)
+    print(summary.format())
+    return 1 if summary.failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
