@@ -167,16 +167,15 @@ def build_text_encoder(from_pretrained: Optional[str] = None,
 
 
 def _bytes_to_unicode() -> Dict[int, str]:
-    """CLIP/GPT-2 byte alphabet: printable bytes map to themselves, others above 255."""
+    """CLIP/GPT-2 byte alphabet: printable bytes map to themselves, others above 255.
+
+    Order matters (it fixes token ids): printable bytes first, then the rest.
+    """
     printable = (list(range(ord('!'), ord('~') + 1)) + list(range(ord('¡'), ord('¬') + 1))
                  + list(range(ord('®'), ord('ÿ') + 1)))
-    table, shift = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            table[byte] = chr(byte)
-        else:
-            table[byte] = chr(256 + shift)
-            shift += 1
+    table = {b: chr(b) for b in printable}
+    others = [b for b in range(256) if b not in table]
+    table.update({b: chr(256 + i) for i, b in enumerate(others)})
     return table
 
 
