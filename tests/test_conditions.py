@@ -126,3 +126,21 @@ def test_clear_errors():
         ConditionExtractor('colormap')(torch.rand(3, 64, 64))
     with pytest.raises(TypeError, match='float'):
         ConditionExtractor('canny')(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+
+
+def test_show_conditions_tool_writes_a_labelled_grid(tmp_path):
+    import importlib.util
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(
+        'show_conditions', os.path.join(root, 'tools', 'analysis', 'show_conditions.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    src = tmp_path / 'cat.png'
+    Image.fromarray(_skimage('chelsea')).save(src)  # 451x300: resized and centre-cropped
+    written = tool.main(['--input', str(src), '--output', str(tmp_path / 'out'), '--size', '128'])
+    grid = np.asarray(Image.open(written[0]))
+    assert grid.shape == (128 + tool.LABEL_HEIGHT, 4 * 128, 3)
+    canny_panel = grid[tool.LABEL_HEIGHT:, 256:384]
+    assert set(np.unique(canny_panel)) <= {0, 255}
+    with pytest.raises(SystemExit, match='multiple of 4'):
+        tool.main(['--input', str(src), '--output', str(tmp_path), '--size', '130'])
