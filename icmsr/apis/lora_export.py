@@ -5,8 +5,8 @@ An export folder holds:
 * ``unet_lora.safetensors`` - keys ``unet.<module>.lora_A.weight`` (down) and
   ``unet.<module>.lora_B.weight`` (up), the layout of diffusers' LoRA files. Its
   ``lora_adapter_metadata`` header carries the peft ``LoraConfig`` (rank, alpha,
-  target modules), so ``UNet2DConditionModel.load_lora_adapter(path,
-  prefix='unet')`` in plain diffusers loads it too.
+  target modules), so plain diffusers loads it too:
+  ``unet.load_lora_adapter(folder, weight_name='unet_lora.safetensors', prefix='unet')``.
 * ``vae_lora.safetensors`` - the VAE-encoder LoRA, keys ``vae.<module>.lora_A/B.weight``.
 * ``unet_conv_in.safetensors`` - full ``conv_in.weight``/``conv_in.bias`` when the
   generator trained its own ``conv_in``.
