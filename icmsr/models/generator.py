@@ -95,7 +95,7 @@ class OneStepGenerator(nn.Module):
                  timestep: int = 999, lora_rank: int = 4, lora_alpha: Optional[float] = 8,
                  unet_lora_targets: Union[str, Sequence[str]] = UNET_LORA_TARGETS,
                  vae_lora_targets: Optional[Union[str, Sequence[str]]] = VAE_ENCODER_LORA_TARGETS,
-                 train_conv_in: bool = False, train_latent: str = 'sample',
+                 train_conv_in: bool = True, train_latent: str = 'sample',
                  infer_latent: str = 'mode', clamp_output: bool = True,
                  gradient_checkpointing: bool = False) -> None:
         super().__init__()
