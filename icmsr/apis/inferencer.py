@@ -23,7 +23,7 @@ def _to_tensor(image: ImageLike) -> torch.Tensor:
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f'Expected an (H, W, 3) uint8 RGB array, got {image.shape} {image.dtype}.')
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+        return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 255.0
     if isinstance(image, torch.Tensor):
         t = image[None] if image.dim() == 3 else image
         if t.dim() != 4 or t.shape[:2] != (1, 3):
