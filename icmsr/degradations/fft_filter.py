@@ -39,7 +39,7 @@ def filter2d_fft(img: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     k = kernel.shape[-1]
     if k % 2 == 0 or kernel.shape[-2] != k:
         raise ValueError(f'kernel must be square with odd size, got {tuple(kernel.shape)}.')
-    b, c, h, w = img.shape
+    b, _, h, w = img.shape
     if kernel.shape[0] not in (1, b):
         raise ValueError(f'kernel batch {kernel.shape[0]} must be 1 or match the image batch {b}.')
     pad = k // 2

@@ -11,7 +11,7 @@ Example::
 """
 import argparse
 import os
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ LABELS = ('HQ', 'colormap', 'Canny', 'degraded LQ (x4 nearest)')
 LABEL_HEIGHT = 24
 
 
-def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--input', required=True, help='an image file or a folder of images')
@@ -84,7 +84,7 @@ def make_grid(panels: Sequence[Image.Image], labels: Sequence[str]) -> Image.Ima
     return grid
 
 
-def main(argv: Sequence[str] = None) -> List[str]:
+def main(argv: Optional[Sequence[str]] = None) -> List[str]:
     """Write one grid per input image; returns the written paths."""
     args = parse_args(argv)
     if args.size % 4 or args.size < 128:
