@@ -38,10 +38,15 @@ test_dataloader = [
                       gt_dir='test_HR', pipeline=test_pipeline)),
 ]
 # One evaluator per loader, same order; the prefix names the set in every metric key.
+# (The explicit `Evaluator` wrapper is needed because IQAMetrics' own `metrics`
+# argument would make MMEngine read a bare metric dict as an Evaluator config.)
 test_evaluator = [
-    dict(type='IQAMetrics', prefix='DIV2K-Val', metrics=paper_metrics),
-    dict(type='IQAMetrics', prefix='RealSR', metrics=paper_metrics),
-    dict(type='IQAMetrics', prefix='DRealSR', metrics=paper_metrics),
+    dict(type='Evaluator',
+         metrics=dict(type='IQAMetrics', prefix='DIV2K-Val', metrics=paper_metrics)),
+    dict(type='Evaluator',
+         metrics=dict(type='IQAMetrics', prefix='RealSR', metrics=paper_metrics)),
+    dict(type='Evaluator',
+         metrics=dict(type='IQAMetrics', prefix='DRealSR', metrics=paper_metrics)),
 ]
 test_cfg = dict(type='MultiTestLoop')
 
@@ -52,5 +57,8 @@ val_dataloader = [
          dataset=dict(type='PairedImageDataset', data_root=realsr_root, lq_dir='test_LR',
                       gt_dir='test_HR', pipeline=test_pipeline))
 ]
-val_evaluator = [dict(type='IQAMetrics', prefix='RealSR', metrics=['psnr', 'ssim', 'lpips'])]
+val_evaluator = [
+    dict(type='Evaluator',
+         metrics=dict(type='IQAMetrics', prefix='RealSR', metrics=['psnr', 'ssim', 'lpips'])),
+]
 val_cfg = dict(type='MultiValLoop')

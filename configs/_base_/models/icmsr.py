@@ -1,0 +1,56 @@
+# ICM-SR on Stable Diffusion v1-4 with the TencentARC T2I-Adapters (paper, Sec. 4-5).
+# Generator: OSEDiff's one-step SD (LoRA rank 4 on the VAE encoder and the UNet, t=999).
+# Regularizer: VSD in x0 form against the teacher UNet conditioned on F_c through the
+# adapters (colormap + Canny by default), CFG 7.5, t ~ U[20, 980).
+# Auxiliary (fake-score) diffusion: LoRA rank 4 on the same UNet, trained without adapter.
+#
+# Weights: hub ids by default (Hugging Face cache), or local folders through
+#   ICMSR_SD14=/weights/stable-diffusion-v1-4
+#   ICMSR_ADAPTER_COLOR=/weights/t2iadapter_color_sd14v1
+#   ICMSR_ADAPTER_CANNY=/weights/t2iadapter_canny_sd14v1
+sd14 = '{{$ICMSR_SD14:CompVis/stable-diffusion-v1-4}}'
+adapter_color = '{{$ICMSR_ADAPTER_COLOR:TencentARC/t2iadapter_color_sd14v1}}'
+adapter_canny = '{{$ICMSR_ADAPTER_CANNY:TencentARC/t2iadapter_canny_sd14v1}}'
+lora_rank = 4
+
+model = dict(
+    type='ICMSR',
+    unet=dict(type='SDUNet', from_pretrained=sd14, subfolder='unet'),
+    vae=dict(type='SDVAE', from_pretrained=sd14, subfolder='vae'),
+    text_encoder=dict(type='SDTextEncoder', from_pretrained=sd14, subfolder='text_encoder'),
+    tokenizer=dict(type='SDTokenizer', from_pretrained=sd14, subfolder='tokenizer'),
+    scheduler=dict(type='SDScheduler', from_pretrained=sd14, subfolder='scheduler'),
+    # MultiAdapter order must match the condition extractor's 'multi' output:
+    # [colormap, canny].
+    adapter=dict(
+        type='SDMultiAdapter',
+        adapters=[dict(type='SDT2IAdapter', from_pretrained=adapter_color),
+                  dict(type='SDT2IAdapter', from_pretrained=adapter_canny)]),
+    adapter_weights=[1.0, 1.0],
+    generator=dict(lora_rank=lora_rank, timestep=999),
+    # adapter_scale: Table 4 (0 = text-only OSEDiff, 0.5, 1.0 = ours).
+    regularizer=dict(cfg_scale=7.5, t_range=(20, 980), adapter_scale=1.0),
+    # use_adapter: Table 5 (False = ours; True = eps_psi also sees A(F_c)).
+    aux_diffusion=dict(lora_rank=lora_rank, t_range=(0, 1000), use_adapter=False),
+    # Prompts from the datasets' captions ('' when there are none).
+    text=dict(source='caption'),
+    # OSEDiff's training LPIPS (VGG); the ImageNet backbone must be present.
+    lpips=dict(net='vgg', require_backbone=True),
+    loss_weights=dict(l2=1.0, lpips=2.0, reg=1.0),
+    data_preprocessor=dict(
+        type='SRDataPreprocessor',
+        # Real-ESRGAN second-order degradation, x4, on the batch's device.
+        degradation=dict(type='RealESRGANDegradation', scale=4, resize_back=False),
+        # F_c: 8x8 colormap (nearest back up) and Canny (100, 200) of the HQ image.
+        condition=dict(type='ConditionExtractor', mode='multi')),
+)
+
+# Per-child DDP (generator, aux_diffusion): the two optimizer steps of train_step each
+# back-propagate through one child only, and every trainable parameter of that child is
+# used in its forward, so find_unused_parameters stays False. The constant schedule
+# buffers need no broadcast (broadcast_buffers=False also lets the visualisation hook
+# run a forward pass outside the training step).
+model_wrapper_cfg = dict(
+    type='MMSeparateDistributedDataParallel',
+    broadcast_buffers=False,
+    find_unused_parameters=False)
