@@ -273,3 +273,18 @@ def test_pipeline_is_basicsr_feed_data_draw_for_draw():
         with borrowed_global_rngs(draw_seed(torch.Generator().manual_seed(s)), gt.device):
             ref = _basicsr_feed_data(gt, d)
         assert torch.equal(ours, ref), f'seed {s}'
+
+
+def test_borrowed_rngs_restore_states_even_on_error():
+    random.seed(2), np.random.seed(2), torch.manual_seed(2)
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    random.seed(2), np.random.seed(2), torch.manual_seed(2)
+    with pytest.raises(RuntimeError, match='boom'):
+        with borrowed_global_rngs(123, torch.device('cpu')):
+            inside = (random.random(), np.random.rand(), torch.rand(1))
+            raise RuntimeError('boom')
+    assert (random.random(), np.random.rand()) == expected[:2]
+    assert torch.equal(torch.rand(1), expected[2])
+    with borrowed_global_rngs(123, torch.device('cpu')):
+        assert (random.random(), np.random.rand()) == inside[:2]
+        assert torch.equal(torch.rand(1), inside[2])
