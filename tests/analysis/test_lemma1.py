@@ -17,7 +17,8 @@ def lemma1():
 
 @pytest.fixture(scope='module')
 def result(lemma1):
-    return lemma1.run(steps=400, batch_size=256, eval_every=200, seed=0, verbose=False)
+    # A short, fast-learning run: the collapse is already clear after a few hundred steps.
+    return lemma1.run(steps=300, batch_size=256, eval_every=150, seed=0, lr=5e-3, verbose=False)
 
 
 def test_dense_condition_collapses_to_sds(result):

@@ -62,7 +62,7 @@ def write_png(path: str, h: int, w: int, seed: int = 0) -> np.ndarray:
     return arr
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _single_thread():
     """Run these many small forwards on one thread: on a busy 2-core machine, OpenMP workers
     spinning for a core make each tiny UNet call 10-20x slower than single-threaded."""
