@@ -62,7 +62,7 @@ def test_defaults_are_osediff_params_realesrgan():
 def test_shapes_ranges_and_8bit_quantisation(device):
     gt = _astronaut(128).to(device)
     d = MODELS.build(dict(type='RealESRGANDegradation'))
-    for seed in range(4):
+    for seed in range(3):
         out = d(gt, generator=torch.Generator().manual_seed(seed))
         assert out['gt'] is gt
         assert out['lq'].shape == (2, 3, 32, 32) and out['lq_up'].shape == (2, 3, 128, 128)
@@ -103,7 +103,7 @@ def test_lq_differs_measurably_from_plain_bicubic_but_keeps_content():
     d = RealESRGANDegradation()
     bicubic = F.interpolate(gt, size=(32, 32), mode='bicubic', antialias=True).clamp(0, 1)
     bicubic_other = F.interpolate(other, size=(32, 32), mode='bicubic', antialias=True).clamp(0, 1)
-    for seed in range(4):
+    for seed in range(3):
         lq = d(gt, generator=torch.Generator().manual_seed(seed))['lq']
         psnr = _psnr(lq, bicubic)
         assert (psnr < 30).all(), f'seed {seed}: LQ too close to a clean bicubic downscale ({psnr})'
@@ -268,7 +268,7 @@ def test_pipeline_is_basicsr_feed_data_draw_for_draw():
     from icmsr.degradations.seeding import draw_seed
     gt = _astronaut(128)
     d = RealESRGANDegradation()
-    for s in range(4):
+    for s in range(3):
         ours = d(gt, generator=torch.Generator().manual_seed(s))['lq']
         with borrowed_global_rngs(draw_seed(torch.Generator().manual_seed(s)), gt.device):
             ref = _basicsr_feed_data(gt, d)
