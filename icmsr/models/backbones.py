@@ -21,6 +21,7 @@ import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn as nn
 
 from icmsr.registry import MODELS
 
@@ -97,7 +98,9 @@ def _finish(module: torch.nn.Module, dtype: Optional[Any]) -> torch.nn.Module:
     module.requires_grad_(False)
     dtype = resolve_dtype(dtype)
     if dtype is not None:
-        module.to(dtype=dtype)
+        # Plain nn.Module cast: every weight of these models is safe in half precision
+        # (diffusers' own ``to`` would only add a warning about keep-in-fp32 lists).
+        nn.Module.to(module, dtype=dtype)
     return module
 
 

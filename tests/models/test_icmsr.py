@@ -5,6 +5,7 @@ from mmengine.runner.checkpoint import get_state_dict, load_state_dict
 
 from model_testlib import build_tiny, hq_batch
 
+from icmsr.models import arch_configs as arch
 from icmsr.structures import SRDataSample
 
 OPTIM = dict(constructor='ICMSROptimWrapperConstructor',
@@ -182,3 +183,15 @@ def test_preprocessor_degrades_and_extracts_conditions_in_training(tiny_model):
     test = pre(dict(inputs=dict(lq=[torch.zeros(3, 16, 16, dtype=torch.uint8)])), training=False)
     assert test['inputs']['lq'].shape == (1, 3, 64, 64) and test['inputs']['gt'] is None
     assert test['inputs']['cond'] is None
+
+
+def test_bf16_frozen_parts_train_with_fp32_lora():
+    model = build_tiny('color', unet=dict(type='SDUNet', from_config=arch.TINY_UNET,
+                                          torch_dtype='bfloat16'))
+    ow = build_optim_wrapper(model, OPTIM)
+    assert model.unet.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for g in model.trainable_groups().values() for p in g)
+    before = _snapshot(model.trainable_groups()['generator'])
+    log = model.train_step(hq_batch(), ow)
+    assert all(torch.isfinite(v) for v in log.values())
+    assert any(_changed(before, model.trainable_groups()['generator']))
