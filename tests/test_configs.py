@@ -1,0 +1,190 @@
+"""Every config in configs/ loads, builds its model (tiny stand-ins for SD) and its dataloaders.
+
+Real weights are never loaded: the SD v1-4 / T2I-Adapter parts of each config are
+swapped for the tiny random architectures of ``configs/icmsr_tiny.py`` (the
+adapters by which TencentARC checkpoint they name), everything else - conditions,
+adapter scale, auxiliary-model settings, losses, data pipelines, loops - is the
+config's own.
+"""
+import copy
+import glob
+import os
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from icmsr.registry import EVALUATOR, MODELS, register_all_modules
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = sorted(osp.basename(p) for p in glob.glob(osp.join(ROOT, 'configs', '*.py')))
+PAPER_CONFIGS = [c for c in CONFIGS if c != 'icmsr_tiny.py']
+
+# What each paper row must be (Tables 1, 2, 4, 5): condition mode, adapters, scale,
+# auxiliary model with adapter.
+EXPECTED = {
+    'icmsr_multi.py': ('multi', 2, 1.0, False),
+    'icmsr_color.py': ('colormap', 1, 1.0, False),
+    'icmsr_canny.py': ('canny', 1, 1.0, False),
+    'icmsr_lq.py': ('lq', 1, 1.0, False),
+    'osediff.py': (None, 0, 0.0, False),
+    'icmsr_multi_scale0.5.py': ('multi', 2, 0.5, False),
+    'icmsr_multi_aux-adapter.py': ('multi', 2, 1.0, True),
+}
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _one_thread():
+    # Tiny convolutions: one thread is as fast and immune to busy cores.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    register_all_modules()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope='module')
+def data_dirs(tmp_path_factory):
+    """A fake data tree: DIV2K/LSDIR HQ folders and one StableSR-layout test set."""
+    from icmsr.datasets import make_synthetic_paired_set, skimage_training_images
+    root = tmp_path_factory.mktemp('data')
+    skimage_training_images(str(root / 'DIV2K' / 'DIV2K_train_HR'), size=96,
+                            names=['astronaut', 'coffee'])
+    skimage_training_images(str(root / 'LSDIR' / 'HR' / 'train' / '0001000'), size=80,
+                            names=['chelsea'])
+    make_synthetic_paired_set(str(root / 'test'), num_images=2, gt_size=64, scale=4)
+    skimage_training_images(str(root / 'tiny' / 'train'), size=96, names=['rocket'])
+    make_synthetic_paired_set(str(root / 'tiny' / 'test'), num_images=2, gt_size=64, scale=4)
+    return root
+
+
+def _in_process(loader_cfg):
+    """A dataloader config without worker processes (they only cost start-up time here)."""
+    loader_cfg = copy.deepcopy(loader_cfg)
+    loader_cfg.update(num_workers=0, persistent_workers=False)
+    return loader_cfg
+
+
+def _load(name, data_dirs, monkeypatch):
+    """Load a config with every data path pointed at the fake tree."""
+    monkeypatch.setenv('ICMSR_DATA_ROOT', str(data_dirs))
+    for var in ('ICMSR_DIV2K_VAL', 'ICMSR_REALSR', 'ICMSR_DREALSR'):
+        monkeypatch.setenv(var, str(data_dirs / 'test'))
+    monkeypatch.setenv('ICMSR_TINY_DATA', str(data_dirs / 'tiny'))
+    return Config.fromfile(osp.join(ROOT, 'configs', name))
+
+
+def _tiny_model_cfg(cfg, tiny):
+    """Swap the pretrained SD and adapter parts of ``cfg.model`` for the tiny ones."""
+    model = copy.deepcopy(cfg.model.to_dict())
+    for key in ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler', 'lpips'):
+        model[key] = copy.deepcopy(tiny.model[key].to_dict())
+    by_id = {cfg.adapter_color: tiny.tiny_adapter_color, cfg.adapter_canny: tiny.tiny_adapter_canny}
+
+    def swap(adapter):
+        return dict(type='SDT2IAdapter', from_config=copy.deepcopy(dict(by_id[adapter['from_pretrained']])))
+
+    adapter = model.get('adapter')
+    if adapter is not None and adapter['type'] == 'SDMultiAdapter':
+        adapter['adapters'] = [swap(a) for a in adapter['adapters']]
+    elif adapter is not None:
+        model['adapter'] = swap(adapter)
+    model['data_preprocessor']['degradation']['kernel_sizes'] = (7, 9, 11)
+    return model
+
+
+def _hq_batch(size=64, batch=1):
+    from icmsr.structures import SRDataSample
+    torch.manual_seed(0)
+    gt = [(torch.rand(3, size, size) * 255).to(torch.uint8) for _ in range(batch)]
+    return dict(inputs=dict(gt=gt),
+                data_samples=[SRDataSample(metainfo=dict(key=f'k{i}', prompt=''))
+                              for i in range(batch)])
+
+
+def test_all_configs_present():
+    assert set(EXPECTED) | {'icmsr_tiny.py'} == set(CONFIGS)
+
+
+@pytest.mark.parametrize('name', PAPER_CONFIGS)
+def test_paper_config_builds_and_trains_one_step(name, data_dirs, monkeypatch):
+    cfg = _load(name, data_dirs, monkeypatch)
+    tiny = _load('icmsr_tiny.py', data_dirs, monkeypatch)
+    # What the paper fixes for every row.
+    assert cfg.train_cfg.max_iters == 100000 and cfg.train_cfg.type == 'ExactResumeIterBasedTrainLoop'
+    assert cfg.train_dataloader.batch_size == 4
+    assert cfg.model.generator.lora_rank == cfg.model.aux_diffusion.lora_rank == 4
+    for part in ('generator', 'aux_diffusion'):
+        opt = cfg.optim_wrapper[part].optimizer
+        assert (opt.type, opt.lr) == ('AdamW', 5e-5)
+    assert cfg.param_scheduler[0].type == 'CosineAnnealingLR'
+    assert cfg.param_scheduler[0].end == 100000
+    assert cfg.train_pipeline[1].crop_size == 512
+    assert [e.metrics.prefix for e in cfg.test_evaluator] == ['DIV2K-Val', 'RealSR', 'DRealSR']
+    assert cfg.model_wrapper_cfg.type == 'MMSeparateDistributedDataParallel'
+
+    mode, n_adapters, scale, aux_adapter = EXPECTED[name]
+    model = MODELS.build(_tiny_model_cfg(cfg, tiny))
+    cond = model.data_preprocessor.condition
+    assert (cond.mode if cond is not None else None) == mode
+    adapter = model.regularizer.adapter
+    assert (0 if adapter is None else len(getattr(adapter, 'adapters', [adapter]))) == n_adapters
+    assert model.regularizer.adapter_scale == scale
+    assert model.aux_diffusion.use_adapter is aux_adapter
+
+    # One real training step through the config's optim wrappers.
+    optim = _build_optim(model, cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    log = model.train_step(_hq_batch(), optim)
+    assert all(torch.isfinite(torch.as_tensor(v)) for v in log.values())
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith('generator.') for k in changed)
+    assert any(k.startswith('aux_diffusion.') for k in changed)
+
+
+def _build_optim(model, cfg):
+    from mmengine.optim import build_optim_wrapper
+    return build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+
+
+@pytest.mark.parametrize('name', ['icmsr_multi.py', 'icmsr_tiny.py'])
+def test_dataloaders_and_evaluators_build(name, data_dirs, monkeypatch):
+    cfg = _load(name, data_dirs, monkeypatch)
+    train = Runner.build_dataloader(_in_process(cfg.train_dataloader), seed=0)
+    batch = next(iter(train))
+    crop = cfg.train_dataloader.dataset.get('dataset', cfg.train_dataloader.dataset) \
+        .pipeline[1].crop_size
+    assert batch['inputs']['gt'][0].shape == (3, crop, crop)
+    assert batch['inputs']['gt'][0].dtype == torch.uint8
+    for loaders, evaluators in ((cfg.test_dataloader, cfg.test_evaluator),
+                                (cfg.val_dataloader, cfg.val_evaluator)):
+        assert len(loaders) == len(evaluators)
+        for loader_cfg, ev_cfg in zip(loaders, evaluators):
+            loader = Runner.build_dataloader(_in_process(loader_cfg), seed=0)
+            item = next(iter(loader))
+            lq, gt = item['inputs']['lq'][0], item['inputs']['gt'][0]
+            assert gt.shape[-1] == 4 * lq.shape[-1]
+            EVALUATOR.build(copy.deepcopy(ev_cfg))
+
+
+def test_tiny_config_matches_the_model_packages_tiny_architecture(data_dirs, monkeypatch):
+    """configs/icmsr_tiny.py spells out the arch dicts as data: they must not drift."""
+    from icmsr.models import arch_configs as arch
+
+    def norm(d):
+        return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in dict(d).items()}
+
+    tiny = _load('icmsr_tiny.py', data_dirs, monkeypatch)
+    assert norm(tiny.model.unet.from_config) == norm(arch.TINY_UNET)
+    assert norm(tiny.model.vae.from_config) == norm(arch.TINY_VAE)
+    assert norm(tiny.model.text_encoder.from_config) == norm(arch.TINY_TEXT_ENCODER)
+    assert norm(tiny.model.scheduler.from_config) == norm(arch.SD14_SCHEDULER)
+    assert norm(tiny.tiny_adapter_color) == norm(arch.TINY_ADAPTER_COLOR)
+    assert norm(tiny.tiny_adapter_canny) == norm(arch.TINY_ADAPTER_CANNY)
+    # The tiny run keeps the paper's model settings apart from the architectures.
+    paper = _load('icmsr_multi.py', data_dirs, monkeypatch)
+    for key in ('generator', 'regularizer', 'aux_diffusion', 'loss_weights', 'text'):
+        assert tiny.model[key] == paper.model[key], key
