@@ -88,8 +88,11 @@ def basicsr_niqe_params() -> Dict[str, torch.Tensor]:
     Returns:
         ``mu`` (36,) and ``cov`` (36, 36) float64 tensors.
     """
-    import basicsr
-    path = os.path.join(os.path.dirname(basicsr.__file__), 'metrics', 'niqe_pris_params.npz')
+    import importlib.util
+    spec = importlib.util.find_spec('basicsr')  # locate only: importing basicsr is slow
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError('basicsr is not installed; NIQE uses its parameters (pip install basicsr==1.4.2)')
+    path = os.path.join(list(spec.submodule_search_locations)[0], 'metrics', 'niqe_pris_params.npz')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'NIQE parameters not found at {path}; reinstall basicsr==1.4.2')
     params = np.load(path)

@@ -86,6 +86,11 @@ WEIGHT_FILES: Dict[str, List[WeightFile]] = {
 }
 
 
+# pyiqa modules that build the metrics above.
+_ARCH_MODULES = ('lpips_arch', 'dists_arch', 'fid_arch', 'inception', 'niqe_arch', 'musiq_arch',
+                 'maniqa_arch', 'clipiqa_arch', 'topiq_arch', 'liqe_arch', 'psnr_arch', 'ssim_arch')
+
+
 class MetricWeightsError(RuntimeError):
     """A metric weight file is missing, unreadable, or not the expected network."""
 
@@ -238,9 +243,14 @@ def offline_pyiqa(weights_dir: Optional[str]) -> Iterator[None]:
     import timm
     import torch
     import torch.hub
-    import pyiqa  # noqa: F401  (imports every arch module we patch below)
+    import importlib
     from pyiqa.archs import arch_util, clip_model
     from pyiqa.utils import download_util
+    # pyiqa imports arch modules lazily; a module first imported inside this block
+    # would bind our wrappers for good, so import ours first (others are repaired
+    # on exit below).
+    for name in _ARCH_MODULES:
+        importlib.import_module(f'pyiqa.archs.{name}')
 
     hub_dir = os.path.join(weights_dir, 'hub')
     pyiqa_dir = os.path.join(hub_dir, 'pyiqa')
@@ -310,10 +320,18 @@ def offline_pyiqa(weights_dir: Optional[str]) -> Iterator[None]:
     previous_env = {k: os.environ.get(k) for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')}
     torch.hub.set_dir(hub_dir)
     os.environ.update({k: '1' for k in previous_env})
+    originals = {load_file_from_url: download_util.load_file_from_url,
+                 checked_loader: arch_util.load_pretrained_network, clip_load: real_clip_load}
     try:
         with _patched(targets):
             yield
     finally:
+        for mod_name, mod in list(sys.modules.items()):
+            if mod_name.startswith('pyiqa.') and mod is not None:
+                for attr in ('load_file_from_url', 'load_pretrained_network', 'load'):
+                    value = getattr(mod, attr, None)
+                    if callable(value) and value in originals:
+                        setattr(mod, attr, originals[value])
         torch.hub.set_dir(previous_hub)
         for k, v in previous_env.items():
             if v is None:
