@@ -46,8 +46,10 @@ class IQAMetrics(BaseMetric):
     images), ``per_image.csv``, ``summary.json`` and ``table.md``.
 
     Args:
-        metrics: Metric names, default all eleven of the paper's Table 1
+        metric_names: Metric names, default all eleven of the paper's Table 1
             (``lpips dists fid niqe musiq maniqa clipiqa topiq_nr liqe psnr ssim``).
+            Not called ``metrics``: MMEngine's ``Runner.build_evaluator`` reads a
+            config dict with a ``metrics`` key as an ``Evaluator`` config.
         prefix: Test-set name, used in metric keys and reports.
         method: Method name used in the reports.
         out_dir: Report/image folder. None: the test loop sets its log dir; a
@@ -63,13 +65,14 @@ class IQAMetrics(BaseMetric):
 
     default_prefix = 'test'
 
-    def __init__(self, metrics: Optional[Sequence[str]] = None, prefix: Optional[str] = None,
+    def __init__(self, metric_names: Optional[Sequence[str]] = None, prefix: Optional[str] = None,
                  method: str = 'ICM-SR', out_dir: Optional[str] = None, quantize: bool = True,
                  save_images: bool = True, weights_dir: Optional[str] = None,
                  device: Optional[str] = None, metric_options: Optional[Dict[str, Dict]] = None,
                  collect_device: str = 'cpu') -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
-        self.metric_names = ordered_metrics(canonical_name(m) for m in (metrics or DEFAULT_METRICS))
+        self.metric_names = ordered_metrics(
+            canonical_name(m) for m in (metric_names or DEFAULT_METRICS))
         self.method = method
         self.out_dir = out_dir
         self.quantize = quantize
