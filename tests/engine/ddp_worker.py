@@ -18,7 +18,7 @@ import sys
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-NUM_STEPS = 2
+NUM_STEPS = 1
 GLOBAL_BATCH = 4
 
 
@@ -39,11 +39,17 @@ def patch_randomness() -> None:
 
 
 def load_tiny_cfg():
-    """The tiny config with in-batch LQ and deterministic encoding."""
+    """The tiny config with deterministic encoding and plain SGD.
+
+    SGD makes the weight change proportional to the gradient, so comparing
+    weights compares gradients (Adam's first step is nearly sign(gradient)).
+    """
     from mmengine.config import Config
     os.environ.setdefault('ICMSR_TINY_DATA', '/nonexistent')
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'icmsr_tiny.py'))
     cfg.model.generator.train_latent = 'mode'
+    for part in ('generator', 'aux_diffusion'):
+        cfg.optim_wrapper[part].optimizer = dict(type='SGD', lr=0.5)
     return cfg
 
 
@@ -68,18 +74,22 @@ def make_batch(indices):
                               for i in indices])
 
 
-def trainable_state(model):
-    """The checkpointed (trainable) tensors, on CPU."""
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+def trainable_params(model):
+    """Trainable parameters by name (``.module.`` of DDP-wrapped children removed), on CPU."""
+    return {k.replace('.module.', '.'): p.detach().cpu().clone()
+            for k, p in model.named_parameters() if p.requires_grad}
 
 
 def main(out_dir: str) -> None:
     """Train NUM_STEPS steps on this rank's half of the batch, save the weights."""
     torch.set_num_threads(1)
-    from mmengine.dist import get_rank, get_world_size, init_dist
+    import torch.distributed as dist
+    from mmengine.dist import get_rank, get_world_size
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import MODEL_WRAPPERS
-    init_dist('pytorch', backend='gloo')
+    # mmengine's init_dist('pytorch') calls torch.cuda.set_device, which fails on a
+    # CPU-only machine; the process group itself is all the wrappers need.
+    dist.init_process_group('gloo')
     rank, world = get_rank(), get_world_size()
     patch_randomness()
     cfg = load_tiny_cfg()
@@ -93,7 +103,9 @@ def main(out_dir: str) -> None:
     wrapped.train()
     for _ in range(NUM_STEPS):
         wrapped.train_step(batch, optim)
-    torch.save(dict(state=trainable_state(wrapped.module), wrapper=type(wrapped).__name__,
+    torch.save(dict(params=trainable_params(wrapped.module),
+                    checkpoint_keys=sorted(wrapped.module.state_dict()),
+                    wrapper=type(wrapped).__name__,
                     children={n: type(c).__name__ for n, c in wrapped.module.named_children()}),
                osp.join(out_dir, f'rank{rank}.pt'))
 
