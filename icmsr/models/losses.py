@@ -57,7 +57,10 @@ class LPIPSLoss(nn.Module):
         import lpips
         self.net_name = net
         # pnet_rand=True: build the backbone without torchvision downloading it.
-        self.lpips = lpips.LPIPS(pretrained=True, net=net, pnet_rand=True, verbose=False)
+        with warnings.catch_warnings():
+            # lpips still uses torchvision's deprecated ``pretrained=`` argument.
+            warnings.filterwarnings('ignore', message='.*(pretrained|weight enum).*')
+            self.lpips = lpips.LPIPS(pretrained=True, net=net, pnet_rand=True, verbose=False)
         self.backbone_loaded = False
         path = backbone_cache_path(net) if backbone_weights == 'auto' else backbone_weights
         if path is not None and os.path.isfile(path):
