@@ -194,7 +194,7 @@ class SRInferencer:
                     continue
                 try:
                     save_image(self.process_one(path), out_path)
-                except (OSError, ValueError, RuntimeError) as err:
+                except (OSError, ValueError, RuntimeError, MemoryError) as err:
                     # OSError covers unreadable files (ImageLoadError); RuntimeError covers
                     # out-of-memory, which we clear so the next (smaller) file can run.
                     if isinstance(err, torch.cuda.OutOfMemoryError) and torch.cuda.is_available():

@@ -131,6 +131,7 @@ class TiledSuperResolver:
             lq, size=(out_h, out_w), mode=self.upsample_mode,
             align_corners=False if self.upsample_mode in ('bilinear', 'bicubic') else None)
         x = pad_to_multiple(up.clamp(0, 1) * 2 - 1, self.pad_multiple)
+        del up  # image-sized buffers are the only ones that grow with the input: keep few
         embeds = self.encode_prompts([prompt])
         t = self.tiles
         z_l = tiled_apply(x, self.generator.encode, t.vae_tile_size, t.vae_overlap,
@@ -142,5 +143,6 @@ class TiledSuperResolver:
         img = tiled_apply(z0, self.generator.decode, t.vae_tile_size // VAE_FACTOR,
                           t.vae_overlap // VAE_FACTOR, scale=VAE_FACTOR, mode=t.blend,
                           progress=self._stage_progress('decode'))
-        sr = ((img.float()[..., :out_h, :out_w] + 1) / 2).clamp(0, 1)
+        del x, z_l, z0
+        sr = img.float()[..., :out_h, :out_w].add_(1).div_(2).clamp_(0, 1)
         return color_fix(sr, lq, self.color_fix)

@@ -180,4 +180,4 @@ def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], til
             done += 1
             if progress is not None:
                 progress(done, total)
-    return (out / weight).to(out_dtype)
+    return out.div_(weight).to(out_dtype)  # in place: no second image-sized buffer

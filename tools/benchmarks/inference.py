@@ -46,7 +46,7 @@ def _reset_peak_rss() -> bool:
 
 
 def worker(arch: str, variant: str, out_side: int, tile: int, repeats: int, device: str,
-           threads: Optional[int]) -> Dict[str, Any]:
+           threads: Optional[int], warmup: int = 1) -> Dict[str, Any]:
     """Build one model, super-resolve an ``out_side``-square output, measure time and memory.
 
     Args:
@@ -57,6 +57,8 @@ def worker(arch: str, variant: str, out_side: int, tile: int, repeats: int, devi
         repeats: Timed repetitions after one warm-up.
         device: ``'cpu'`` or ``'cuda'``.
         threads: torch CPU threads (None: torch's default).
+        warmup: Untimed runs before timing (0 is fine for slow CPU runs; the first
+            timed run then includes one-off allocations).
 
     Returns:
         The measurements.
@@ -77,7 +79,8 @@ def worker(arch: str, variant: str, out_side: int, tile: int, repeats: int, devi
                                 TileSettings(tile, 64, tile, 64))
     lq = torch.rand(1, 3, out_side // 4, out_side // 4)
     sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
-    runner(lq, '')  # warm-up (allocator, kernels)
+    for _ in range(warmup):  # allocator, kernel selection
+        runner(lq, '')
     sync()
     rss_before = _rss_kib('VmRSS')
     reset = _reset_peak_rss()
@@ -89,7 +92,7 @@ def worker(arch: str, variant: str, out_side: int, tile: int, repeats: int, devi
         runner(lq, '')
         sync()
         times.append(time.perf_counter() - t0)
-    result = dict(arch=arch, variant=variant, out=out_side, tile=tile, device=device,
+    result = dict(arch=arch, variant=variant, out=out_side, tile=tile, device=device, warmup=warmup,
                   threads=torch.get_num_threads(), build_s=round(build_s, 1),
                   latency_s=round(sorted(times)[len(times) // 2], 3), repeats=repeats,
                   rss_model_mib=round(rss_before / 1024), peak_rss_mib=round(_rss_kib('VmHWM') / 1024),
@@ -103,7 +106,8 @@ def worker(arch: str, variant: str, out_side: int, tile: int, repeats: int, devi
 def run_config(arch: str, variant: str, out_side: int, args: argparse.Namespace) -> Dict[str, Any]:
     """Run :func:`worker` in a fresh interpreter and parse its JSON line."""
     cmd = [sys.executable, os.path.abspath(__file__), '--worker', arch, variant, str(out_side),
-           '--tile', str(args.tile), '--repeats', str(args.repeats), '--device', args.device]
+           '--tile', str(args.tile), '--repeats', str(args.repeats), '--device', args.device,
+           '--warmup', str(args.warmup)]
     if args.threads:
         cmd += ['--threads', str(args.threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -154,6 +158,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--large-variants', nargs='+', default=['fused-fp32'], choices=VARIANTS)
     p.add_argument('--tile', type=int, default=512, help='tile size in output pixels')
     p.add_argument('--repeats', type=int, default=3)
+    p.add_argument('--warmup', type=int, default=1, help='untimed runs before timing')
     p.add_argument('--device', default='cpu')
     p.add_argument('--threads', type=int, default=None)
     p.add_argument('--json', help='also write the rows to this file')
@@ -166,7 +171,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if args.worker:
         arch, variant, out = args.worker
-        print(json.dumps(worker(arch, variant, int(out), args.tile, args.repeats, args.device, args.threads)))
+        print(json.dumps(worker(arch, variant, int(out), args.tile, args.repeats, args.device,
+                                args.threads, args.warmup)))
         return 0
     rows = []
     for arch in args.arch:
