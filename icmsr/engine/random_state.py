@@ -71,8 +71,28 @@ def capture_random_state(model: Optional[torch.nn.Module] = None) -> Dict[str, A
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state['cuda'] = torch.cuda.get_rng_state_all()
     if model is not None:
-        state['generators'] = {k: g.get_state() for k, g in module_generators(model).items()}
+        state['generators'] = {k: dict(state=g.get_state(), device=str(g.device))
+                               for k, g in module_generators(model).items()}
     return state
+
+
+def _lazy_generator_slot(model: torch.nn.Module, name: str):
+    """Return ``(module, attr)`` when ``name`` is a generator attribute still set to None.
+
+    Modules may create their generator on first use (e.g. the degradation); in a
+    freshly resumed process that attribute is still None, so the saved state is
+    put into a new generator there.
+    """
+    if is_model_wrapper(model):
+        model = model.module
+    mod_name, _, attr = name.rpartition('.')
+    try:
+        module = model.get_submodule(mod_name) if mod_name else model
+    except AttributeError:
+        return None
+    if attr in vars(module) and vars(module)[attr] is None:
+        return module, attr
+    return None
 
 
 def restore_random_state(state: Dict[str, Any],
@@ -96,12 +116,18 @@ def restore_random_state(state: Dict[str, Any],
             torch.cuda.set_rng_state_all(states)
     missing = []
     if model is not None:
-        saved = state.get('generators', {})
+        saved = dict(state.get('generators', {}))
         for name, gen in module_generators(model).items():
             if name in saved:
-                gen.set_state(saved[name].to(gen.get_state().device))
+                gen.set_state(saved.pop(name)['state'])
             else:
                 missing.append(name)
+        for name, entry in saved.items():
+            slot = _lazy_generator_slot(model, name)
+            if slot is not None:
+                gen = torch.Generator(device=entry['device'])
+                gen.set_state(entry['state'])
+                setattr(slot[0], slot[1], gen)
     return missing
 
 
