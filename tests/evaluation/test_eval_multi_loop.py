@@ -148,3 +148,33 @@ def test_missing_gt_for_full_reference_metric_is_clear():
     sample.pred_img = torch.rand(3, 16, 16)
     with pytest.raises(KeyError, match='need `gt_img`'):
         metric.process({}, [sample])
+
+
+def test_fid_uses_saved_sr_and_gt_files(tmp_path, monkeypatch):
+    """FID gets the set's saved SR PNGs and its GT files (saved when no gt_path exists)."""
+    import icmsr.evaluation.iqa_metric as iqa
+    from icmsr.evaluation import IQAMetrics
+    from icmsr.evaluation.weights import WEIGHT_FILES
+    weights = tmp_path / 'w'
+    for wf in WEIGHT_FILES['fid']:  # existence is all the build-time check looks at
+        (weights / wf.relpath).parent.mkdir(parents=True)
+        (weights / wf.relpath).write_bytes(b'')
+    calls = []
+    monkeypatch.setattr(iqa, 'compute_fid', lambda sr, gt, *a: calls.append((sr, gt)) or 12.5)
+    metric = IQAMetrics(metric_names=['fid', 'psnr'], prefix='F', device='cpu',
+                        out_dir=str(tmp_path / 'out'), weights_dir=str(weights))
+    ds = PairSet('F', 3, 0.05, gt_dir=None)
+    ds_files = PairSet('G', 1, 0.05, gt_dir=str(tmp_path))
+    samples = NoisyModel()({'gt': [ds[i]['inputs']['gt'] for i in range(3)] +
+                            [ds_files[0]['inputs']['gt']]},
+                           [ds[i]['data_samples'] for i in range(3)] + [ds_files[0]['data_samples']])
+    metric.process({}, samples)
+    result = metric.evaluate(4)
+    assert result == {'F/FID': 12.5, 'F/PSNR': pytest.approx(result['F/PSNR'])}
+    (sr, gt), = calls
+    set_dir = tmp_path / 'out' / 'F'
+    assert sr == [str(set_dir / 'sr' / f'F_{i}.png') for i in range(3)] + [str(set_dir / 'sr' / 'G_0.png')]
+    assert gt[:3] == [str(set_dir / 'gt' / f'F_{i}.png') for i in range(3)]
+    assert gt[3] == str(tmp_path / 'G_0.png')  # the dataset's own GT file
+    assert all(os.path.isfile(p) for p in sr + gt)
+    assert list(json.load(open(set_dir / 'summary.json'))['datasets']['F']['metrics']) == ['fid', 'psnr']
