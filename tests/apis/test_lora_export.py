@@ -132,3 +132,23 @@ def test_errors_name_the_problem(tmp_path, trained, pretrained_cfg):
     export_generator(init_model(random_cfg, None, fuse=False).generator, out, desc)
     with pytest.raises(ValueError, match='base_model'):
         init_model(None, out)
+
+
+def test_export_tool_cli(trained, pretrained_cfg, tmp_path):
+    import importlib.util
+    from pathlib import Path
+    from mmengine.config import Config
+    cfg_path = str(tmp_path / 'cfg.py')
+    Config(dict(model=pretrained_cfg)).dump(cfg_path)
+    ckpt = str(tmp_path / 'iter_5.pth')
+    state = {f'generator.{k}': v for k, v in trained.generator.state_dict().items()
+             if 'lora' in k or k.startswith('conv_in.')}
+    torch.save(dict(meta=dict(iter=5), state_dict=state), ckpt)
+    script = Path(__file__).resolve().parents[2] / 'tools' / 'export_lora.py'
+    spec = importlib.util.spec_from_file_location('export_tool', script)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = str(tmp_path / 'exp')
+    assert tool.main([ckpt, '--config', cfg_path, '--out', out]) == 0
+    assert read_description(out)['source_checkpoint'] == ckpt
+    assert torch.equal(_sr(init_model(None, out, fuse=False)), _sr(trained))
