@@ -27,6 +27,7 @@ import contextlib
 import os
 import socket
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -208,15 +209,17 @@ def _checked_loader(original: Callable, weights_dir: str) -> Callable:
                 f'{model_path} does not hold the weights of {type(net).__name__} '
                 f'(wrong or corrupt file; re-download it): {type(err).__name__}: '
                 f'{str(err)[:500]}') from err
-        # Non-strict loads cover only part of the network; a file matching none of
-        # it (or carrying foreign keys) would otherwise load silently.
+        # Non-strict loads (LPIPS, DISTS) cover only part of the network; a file
+        # matching none of it would otherwise load silently and score garbage.
         matched = len(state) - len(result.unexpected_keys)
-        if result.unexpected_keys or matched == 0:
+        if matched == 0:
             raise MetricWeightsError(
-                f'{model_path} does not hold the weights of {type(net).__name__}: '
-                f'{len(result.unexpected_keys)} unexpected key(s) '
-                f'{list(result.unexpected_keys)[:5]}, {matched} matching key(s). '
+                f'{model_path} does not hold the weights of {type(net).__name__}: none of its '
+                f'{len(state)} key(s) {list(state)[:5]} belongs to the network. '
                 'Re-download the file.')
+        if result.unexpected_keys:
+            warnings.warn(f'{model_path}: {len(result.unexpected_keys)} key(s) not used by '
+                          f'{type(net).__name__}: {list(result.unexpected_keys)[:5]}')
     del original
     return load_pretrained_network
 
