@@ -10,7 +10,7 @@
 _base_ = ['./icmsr_multi.py']
 
 tiny_root = '{{$ICMSR_TINY_DATA:work_dirs/icmsr_tiny/data}}'
-max_iters = 300
+max_iters = 200
 crop_size = 64
 
 # Same block types as SD v1-4, a few thousand channels (see icmsr/models/arch_configs.py).
@@ -96,8 +96,7 @@ test_dataloader = [
                       lq_dir='test_LR', gt_dir='test_HR', pipeline=test_pipeline)),
 ]
 test_evaluator = [
-    dict(type='Evaluator',
-         metrics=dict(type='IQAMetrics', prefix='Synthetic', metrics=tiny_metrics)),
+    dict(type='IQAMetrics', prefix='Synthetic', metric_names=tiny_metrics),
 ]
 val_dataloader = test_dataloader
 val_evaluator = test_evaluator

@@ -122,7 +122,7 @@ def test_paper_config_builds_and_trains_one_step(name, data_dirs, monkeypatch):
     assert cfg.param_scheduler[0].type == 'CosineAnnealingLR'
     assert cfg.param_scheduler[0].end == 100000
     assert cfg.train_pipeline[1].crop_size == 512
-    assert [e.metrics.prefix for e in cfg.test_evaluator] == ['DIV2K-Val', 'RealSR', 'DRealSR']
+    assert [e.prefix for e in cfg.test_evaluator] == ['DIV2K-Val', 'RealSR', 'DRealSR']
     assert cfg.model_wrapper_cfg.type == 'MMSeparateDistributedDataParallel'
 
     mode, n_adapters, scale, aux_adapter = EXPECTED[name]

@@ -38,15 +38,10 @@ test_dataloader = [
                       gt_dir='test_HR', pipeline=test_pipeline)),
 ]
 # One evaluator per loader, same order; the prefix names the set in every metric key.
-# (The explicit `Evaluator` wrapper is needed because IQAMetrics' own `metrics`
-# argument would make MMEngine read a bare metric dict as an Evaluator config.)
 test_evaluator = [
-    dict(type='Evaluator',
-         metrics=dict(type='IQAMetrics', prefix='DIV2K-Val', metrics=paper_metrics)),
-    dict(type='Evaluator',
-         metrics=dict(type='IQAMetrics', prefix='RealSR', metrics=paper_metrics)),
-    dict(type='Evaluator',
-         metrics=dict(type='IQAMetrics', prefix='DRealSR', metrics=paper_metrics)),
+    dict(type='IQAMetrics', prefix='DIV2K-Val', metric_names=paper_metrics),
+    dict(type='IQAMetrics', prefix='RealSR', metric_names=paper_metrics),
+    dict(type='IQAMetrics', prefix='DRealSR', metric_names=paper_metrics),
 ]
 test_cfg = dict(type='MultiTestLoop')
 
@@ -58,7 +53,6 @@ val_dataloader = [
                       gt_dir='test_HR', pipeline=test_pipeline))
 ]
 val_evaluator = [
-    dict(type='Evaluator',
-         metrics=dict(type='IQAMetrics', prefix='RealSR', metrics=['psnr', 'ssim', 'lpips'])),
+    dict(type='IQAMetrics', prefix='RealSR', metric_names=['psnr', 'ssim', 'lpips']),
 ]
 val_cfg = dict(type='MultiValLoop')
