@@ -91,7 +91,8 @@ def basicsr_niqe_params() -> Dict[str, torch.Tensor]:
     import importlib.util
     spec = importlib.util.find_spec('basicsr')  # locate only: importing basicsr is slow
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError('basicsr is not installed; NIQE uses its parameters (pip install basicsr==1.4.2)')
+        raise ImportError('basicsr is not installed; NIQE uses its parameters '
+                          '(pip install basicsr==1.4.2)')
     path = os.path.join(list(spec.submodule_search_locations)[0], 'metrics', 'niqe_pris_params.npz')
     if not os.path.isfile(path):
         raise FileNotFoundError(f'NIQE parameters not found at {path}; reinstall basicsr==1.4.2')

@@ -167,14 +167,17 @@ def test_fid_uses_saved_sr_and_gt_files(tmp_path, monkeypatch):
     ds_files = PairSet('G', 1, 0.05, gt_dir=str(tmp_path))
     samples = NoisyModel()({'gt': [ds[i]['inputs']['gt'] for i in range(3)] +
                             [ds_files[0]['inputs']['gt']]},
-                           [ds[i]['data_samples'] for i in range(3)] + [ds_files[0]['data_samples']])
+                           [ds[i]['data_samples'] for i in range(3)]
+                           + [ds_files[0]['data_samples']])
     metric.process({}, samples)
     result = metric.evaluate(4)
     assert result == {'F/FID': 12.5, 'F/PSNR': pytest.approx(result['F/PSNR'])}
     (sr, gt), = calls
     set_dir = tmp_path / 'out' / 'F'
-    assert sr == [str(set_dir / 'sr' / f'F_{i}.png') for i in range(3)] + [str(set_dir / 'sr' / 'G_0.png')]
+    assert sr == ([str(set_dir / 'sr' / f'F_{i}.png') for i in range(3)]
+                  + [str(set_dir / 'sr' / 'G_0.png')])
     assert gt[:3] == [str(set_dir / 'gt' / f'F_{i}.png') for i in range(3)]
     assert gt[3] == str(tmp_path / 'G_0.png')  # the dataset's own GT file
     assert all(os.path.isfile(p) for p in sr + gt)
-    assert list(json.load(open(set_dir / 'summary.json'))['datasets']['F']['metrics']) == ['fid', 'psnr']
+    summary = json.load(open(set_dir / 'summary.json'))
+    assert list(summary['datasets']['F']['metrics']) == ['fid', 'psnr']

@@ -36,7 +36,8 @@ def _pairs(n: int):
         g = torch.Generator().manual_seed(0)
         for i in range(n):
             gt = (torch.rand(1, 3, 512, 512, generator=g) * 255).round() / 255
-            pred = ((gt + 0.05 * torch.randn(gt.shape, generator=g)).clamp(0, 1) * 255).round() / 255
+            pred = (gt + 0.05 * torch.randn(gt.shape, generator=g)).clamp(0, 1)
+            pred = (pred * 255).round() / 255
             yield f'random_{i}', pred, gt
 
 
@@ -80,7 +81,8 @@ def main() -> int:
             mean = sum(values[m]) / len(values[m])
             good = abs(mean - ref[m]) <= 1e-3 if m == 'niqe' else round(mean, 4) == ref[m]
             ok &= good
-            print(f'{m:5s} average {mean:.5f} vs OSEDiff log {ref[m]} -> {"OK" if good else "MISMATCH"}')
+            verdict = 'OK' if good else 'MISMATCH'
+            print(f'{m:5s} average {mean:.5f} vs OSEDiff log {ref[m]} -> {verdict}')
         return 0 if ok else 1
     return 0
 
