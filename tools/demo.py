@@ -15,12 +15,17 @@ import argparse
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 import time
 from typing import Dict, List
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# MMEngine log records; their continuation lines (config dump, environment) are not shown.
+_LOG_LINE = re.compile(r'^\d\d/\d\d \d\d:\d\d:\d\d - mmengine - ')
+_HIDDEN = ('Config:', 'System environment', 'Hooks will be executed', 'FileClient',
+           'HardDiskBackend', 'Using env variable')
 CONFIG = osp.join(ROOT, 'configs', 'icmsr_tiny.py')
 
 
@@ -56,14 +61,23 @@ def prepare_data(data_root: str) -> Dict[str, str]:
     return dict(train=train_dir, test=test_dir)
 
 
-def run_step(name: str, cmd: List[str], env: Dict[str, str], log_path: str) -> float:
-    """Run one tool, streaming its output to the terminal and a log file.
+def _shown(line: str) -> bool:
+    """Whether a line of an MMEngine tool goes to the terminal (all go to the log file)."""
+    if 'Traceback' in line or 'Error' in line:
+        return True
+    return bool(_LOG_LINE.match(line)) and not any(h in line for h in _HIDDEN)
+
+
+def run_step(name: str, cmd: List[str], env: Dict[str, str], log_path: str,
+             quiet: bool = True) -> float:
+    """Run one tool, streaming its output to a log file and (filtered) to the terminal.
 
     Args:
         name: Step name for messages.
         cmd: Command line.
         env: Environment.
-        log_path: File that receives the step's output.
+        log_path: File that receives the step's full output.
+        quiet: Show only MMEngine's log records, not the config dump.
 
     Returns:
         Wall time of the step in seconds.
@@ -78,7 +92,7 @@ def run_step(name: str, cmd: List[str], env: Dict[str, str], log_path: str) -> f
                                 stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
             log.write(line)
-            if not line.startswith('  warnings.warn'):
+            if _shown(line) if quiet else not line.startswith('  warnings.warn'):
                 sys.stdout.write(line)
         proc.wait()
     seconds = time.perf_counter() - start
@@ -123,7 +137,7 @@ def main() -> None:
     times['infer'] = run_step(
         'infer', [py, 'tools/infer.py', '--config', CONFIG, '--weights', ckpt, '--input',
                   osp.join(folders['test'], 'test_LR'), '--output', sr_dir, '--device', 'cpu'],
-        env, osp.join(work_dir, 'demo_infer.log'))
+        env, osp.join(work_dir, 'demo_infer.log'), quiet=False)
 
     with open(metrics_path) as f:
         metrics = json.load(f)
