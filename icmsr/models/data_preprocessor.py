@@ -1,5 +1,5 @@
 """Batch preparation: stacking, [0, 1] floats, on-device degradation and conditions."""
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F

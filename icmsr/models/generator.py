@@ -1,6 +1,6 @@
 """The one-step generator G_theta of OSEDiff / ICM-SR."""
 import copy
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn

@@ -2,7 +2,7 @@
 import torch
 
 from icmsr.models import arch_configs as arch
-from icmsr.models.backbones import build_scheduler, build_unet, build_vae
+from icmsr.models.backbones import build_scheduler, build_unet
 from icmsr.models.generator import (GENERATOR_ROLE, OneStepGenerator, add_noise,
                                     x0_from_eps)
 from icmsr.models.lora import LoRARoles, inject_lora, match_targets

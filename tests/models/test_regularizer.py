@@ -1,8 +1,6 @@
 """The ICM regularizer: formula, sign, CFG, adapter handling, timestep ranges."""
-import copy
 
 import torch
-import torch.nn.functional as F
 
 from model_testlib import build_tiny, randomize_lora
 
