@@ -57,7 +57,8 @@ class ICMSR(BaseModel):
         aux_diffusion: extra args of ``AuxDiffusion``.
         text: extra args of ``PromptEncoder`` (source, fixed_prompt, negative_prompt).
         lpips: ``LPIPSLoss`` args; None disables LPIPS (and requires weight 0).
-        loss_weights: ``l2``, ``lpips``, ``reg`` (OSEDiff: 1, 2, 1).
+        loss_weights: ``l2``, ``lpips``, ``reg``, ``aux`` (OSEDiff: 1, 2, 1 and 1 for
+            the aux loss, which has its own optimizer).
         share_unet: True (default) keeps one UNet for all roles; False gives the
             teacher and the fake score their own copies (the naive layout, for
             memory comparisons).
@@ -79,7 +80,7 @@ class ICMSR(BaseModel):
         if data_preprocessor is None:
             data_preprocessor = dict(type='SRDataPreprocessor')
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        weights = dict(l2=1.0, lpips=2.0, reg=1.0)
+        weights = dict(l2=1.0, lpips=2.0, reg=1.0, aux=1.0)
         unknown = set(loss_weights or {}) - set(weights)
         if unknown:
             raise KeyError(f'ICMSR loss_weights: unknown keys {sorted(unknown)}; '
@@ -218,7 +219,7 @@ class ICMSR(BaseModel):
 
         aux_ow = optim_wrapper['aux_diffusion']
         with aux_ow.optim_context(self.aux_diffusion):
-            loss_aux = self.aux_diffusion(z0.detach(), embeds, feats)
+            loss_aux = self.aux_diffusion(z0.detach(), embeds, feats) * w['aux']
         loss_a, log_a = self.parse_losses(dict(loss_aux=loss_aux))
         with self.roles.use(AUX_ROLE):
             aux_ow.update_params(loss_a)

@@ -88,7 +88,7 @@ def icmsr_model_config(arch_name: str = 'tiny', adapter: Optional[str] = 'multi'
         aux_diffusion=dict(lora_rank=4, t_range=(0, 1000), use_adapter=False),
         text=dict(source='caption'),
         lpips=dict(net='vgg') if lpips is None else lpips,
-        loss_weights=dict(l2=1.0, lpips=2.0, reg=1.0),
+        loss_weights=dict(l2=1.0, lpips=2.0, reg=1.0, aux=1.0),
         data_preprocessor=dict(
             type='SRDataPreprocessor',
             degradation=degradation,
