@@ -1,18 +1,8 @@
 """Tiny random ICM-SR inference models shared by the inference tests."""
-import os
-
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-
-def randomize_lora(generator, seed: int = 0, std: float = 0.05) -> None:
-    """Give every LoRA branch (zero-initialised 'up') and conv_in non-trivial weights."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in generator.trainable_parameters():
-            p.add_(torch.randn(p.shape, generator=g) * std)
+from apis_helpers import randomize_lora
 
 
 @pytest.fixture(scope='session')
@@ -52,14 +42,6 @@ def pretrained_cfg(tiny_cfg, tiny_sd_folder):
                      ('tokenizer', 'SDTokenizer'), ('scheduler', 'SDScheduler')):
         cfg[key] = dict(type=typ, from_pretrained=tiny_sd_folder, subfolder=key)
     return cfg
-
-
-def write_png(path: str, h: int, w: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(arr).save(path)
-    return arr
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_png
+from apis_helpers import write_png
 from icmsr.apis import PromptSource, SRInferencer, collect_inputs, output_name
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import randomize_lora
+from apis_helpers import randomize_lora
 from icmsr.apis import (TiledSuperResolver, describe_generator, export_generator, init_model,
                         read_description)
 from icmsr.apis.model_loading import generator_and_text_cfgs, model_scale
