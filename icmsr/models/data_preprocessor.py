@@ -84,8 +84,9 @@ class SRDataPreprocessor(BaseDataPreprocessor):
                 raise ValueError('SRDataPreprocessor: a training batch without LQ needs '
                                  "degradation=dict(type='RealESRGANDegradation', ...).")
             out = self.degradation(gt)
-            # Bicubic up-resize below, as at test time (not the degradation's random mode).
-            gt, lq = out['gt'], out['lq']
+            # With resize_back=True the degradation already resized the LQ back with a
+            # random mode (OSEDiff's augmentation); otherwise bicubic below, as at test time.
+            gt, lq = out['gt'], out.get('lq_up', out['lq'])
         if gt is not None:
             lq = resize_to(lq, gt.shape[-2:])
         else:
