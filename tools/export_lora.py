@@ -1,4 +1,6 @@
-"""Export a trained generator as LoRA safetensors + JSON: ``python tools/export_lora.py CKPT --config CFG --out DIR``.
+"""Export a trained generator as LoRA safetensors + JSON.
+
+Usage: ``python tools/export_lora.py CKPT --config CFG --out DIR``.
 
 The folder can be given to ``tools/infer.py --weights DIR`` (no config needed) and to
 ``icmsr.apis.init_model``; ``--merged`` also writes full UNet/VAE folders with the LoRA folded in.

@@ -31,12 +31,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--input', required=True, help='image file, folder, or quoted glob pattern')
     p.add_argument('--output', required=True, help='output folder (same file names as the inputs)')
     p.add_argument('--device', default=None, help='cuda, cuda:1, cpu (default: cuda if available)')
-    p.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16', 'fp32', 'fp16', 'bf16'])
+    p.add_argument('--dtype', default='float32',
+                   choices=['float32', 'float16', 'bfloat16', 'fp32', 'fp16', 'bf16'])
     p.add_argument('--no-fuse', action='store_true', help='keep the LoRA branches separate (slower)')
     p.add_argument('--scale', type=int, default=None, help='override the model\'s upscaling factor')
     p.add_argument('--base-model', help='SD folder/hub id overriding an export\'s base model')
     p.add_argument('--prompt', default='', help='fixed prompt for every image (default: empty)')
-    p.add_argument('--captions', help='per-image captions: folder of <stem>.txt, JSON, or name<TAB>caption file')
+    p.add_argument('--captions',
+                   help='per-image captions: folder of <stem>.txt, JSON, or name<TAB>caption file')
     p.add_argument('--color-fix', default='none', choices=COLOR_FIX_MODES,
                    help='colour correction of the output toward the input')
     p.add_argument('--tile-size', type=int, default=512, help='UNet tile in output pixels (multiple of 8)')

@@ -31,7 +31,8 @@ from icmsr.models.generator import OneStepGenerator
 
 FORMAT_VERSION = 1
 META_FILE = 'icmsr_lora.json'
-UNET_FILE, VAE_FILE, CONV_IN_FILE = 'unet_lora.safetensors', 'vae_lora.safetensors', 'unet_conv_in.safetensors'
+UNET_FILE, VAE_FILE = 'unet_lora.safetensors', 'vae_lora.safetensors'
+CONV_IN_FILE = 'unet_conv_in.safetensors'
 _PEFT_METADATA_KEY = 'lora_adapter_metadata'  # the header key diffusers reads
 
 
@@ -162,7 +163,8 @@ def load_generator_lora(generator: OneStepGenerator, export_dir: str) -> None:
                          'vae_lora_targets=None.')
     if meta.get('conv_in'):
         if generator.conv_in is None:
-            raise ValueError(f'{export_dir} holds a trained conv_in; build the generator with train_conv_in=True.')
+            raise ValueError(f'{export_dir} holds a trained conv_in; build the generator with '
+                             'train_conv_in=True.')
         state = load_file(os.path.join(export_dir, meta['conv_in']))
         generator.conv_in.load_state_dict({k.removeprefix('conv_in.'): v for k, v in state.items()})
 

@@ -117,7 +117,8 @@ def load_checkpoint_into_generator(generator: nn.Module, path: str) -> None:
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # torch raises several types for unreadable/unsafe files
-        raise RuntimeError(f'Could not read checkpoint {path!r}: {type(err).__name__}: {str(err)[:300]}') from err
+        raise RuntimeError(f'Could not read checkpoint {path!r}: '
+                           f'{type(err).__name__}: {str(err)[:300]}') from err
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f'{path!r} does not hold a state dict.')

@@ -56,7 +56,8 @@ def test_collect_inputs_file_folder_glob(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b'x')
     assert [r for _, r in collect_inputs(str(tmp_path / 'p'))] == ['1.png', '2.jpg']
-    assert [r for _, r in collect_inputs(str(tmp_path / 'p'), recursive=True)] == ['1.png', '2.jpg', 'sub/3.png']
+    deep = collect_inputs(str(tmp_path / 'p'), recursive=True)
+    assert [r for _, r in deep] == ['1.png', '2.jpg', 'sub/3.png']
     assert [r for _, r in collect_inputs(str(tmp_path / 'p' / '*.png'))] == ['1.png']
     assert collect_inputs(str(tmp_path / 'p' / '2.jpg'))[0][1] == '2.jpg'
     with pytest.raises(FileNotFoundError, match='neither'):

@@ -65,8 +65,9 @@ def test_fused_reload_and_merged_folder_match(trained, export_dir, pretrained_cf
     fused = init_model(None, export_dir, fuse=True)
     assert torch.allclose(_sr(fused), ref, atol=1e-4)
     merged_cfg = copy.deepcopy(pretrained_cfg)
-    merged_cfg['unet'] = dict(type='SDUNet', from_pretrained=os.path.join(export_dir, 'merged'), subfolder='unet')
-    merged_cfg['vae'] = dict(type='SDVAE', from_pretrained=os.path.join(export_dir, 'merged'), subfolder='vae')
+    merged = os.path.join(export_dir, 'merged')
+    merged_cfg['unet'] = dict(type='SDUNet', from_pretrained=merged, subfolder='unet')
+    merged_cfg['vae'] = dict(type='SDVAE', from_pretrained=merged, subfolder='vae')
     merged_cfg['generator'] = dict(timestep=999, vae_lora_targets=None)  # plain weights, no LoRA left
     plain = init_model(merged_cfg, None, fuse=False)
     with torch.no_grad():

@@ -250,7 +250,8 @@ def print_tables(result: Dict[str, object]) -> None:
         print(f'{d["step"]:>6} | {d["err"]:9.4f} {d["cos"]:9.4f} | {s["err"]:10.4f} {s["cos"]:10.4f}')
     print(f'sparse-case floor (best possible err, closed form): {result["floor"]:.4f}; dense floor: 0')
     print('\nafter training, by timestep')
-    print(f'{"t":>9} | {"dense err":>9} {"dense cos":>9} | {"sparse err":>10} {"floor":>6} {"sparse cos":>10}')
+    print(f'{"t":>9} | {"dense err":>9} {"dense cos":>9} | '
+          f'{"sparse err":>10} {"floor":>6} {"sparse cos":>10}')
     for d, s in zip(result['bins']['dense'], result['bins']['sparse']):
         print(f'{d["t_lo"]:>4}-{d["t_hi"]:<4} | {d["err"]:9.4f} {d["cos"]:9.4f} | '
               f'{s["err"]:10.4f} {s["floor"]:6.3f} {s["cos"]:10.4f}')

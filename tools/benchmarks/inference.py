@@ -140,12 +140,14 @@ def print_table(rows: List[Dict[str, Any]]) -> None:
                     print(f'  {arch} {out}: {label} = {num["latency_s"] / den["latency_s"]:.2f}')
             o = ok.get((arch, 'fused-bf16', out))
             if o:
-                print(f'  {arch} {out}: bf16/fp32 model memory = {o["rss_model_mib"] / r["rss_model_mib"]:.2f}')
+                ratio = o['rss_model_mib'] / r['rss_model_mib']
+                print(f'  {arch} {out}: bf16/fp32 model memory = {ratio:.2f}')
     for (arch, variant, out), r in sorted(ok.items()):
         for (a2, v2, o2), big in sorted(ok.items()):
             if a2 == arch and v2 == variant and o2 > out and r.get(mem) and big.get(mem):
                 print(f'  {arch} {variant}: {o2}^2 vs {out}^2 output ({(o2 / out) ** 2:.0f}x pixels): '
-                      f'inference memory x{big[mem] / r[mem]:.2f}, latency x{big["latency_s"] / r["latency_s"]:.1f}')
+                      f'inference memory x{big[mem] / r[mem]:.2f}, '
+                      f'latency x{big["latency_s"] / r["latency_s"]:.1f}')
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -154,7 +156,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--arch', nargs='+', default=['tiny'], choices=['tiny', 'sd14'])
     p.add_argument('--variants', nargs='+', default=list(VARIANTS[:4]), choices=VARIANTS)
     p.add_argument('--size', type=int, default=512, help='output side of the per-image measurement')
-    p.add_argument('--large', type=int, default=2048, help='output side of the tiled large-input run (0: skip)')
+    p.add_argument('--large', type=int, default=2048,
+                   help='output side of the tiled large-input run (0: skip)')
     p.add_argument('--large-variants', nargs='+', default=['fused-fp32'], choices=VARIANTS)
     p.add_argument('--tile', type=int, default=512, help='tile size in output pixels')
     p.add_argument('--repeats', type=int, default=3)
