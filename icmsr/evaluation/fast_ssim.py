@@ -44,6 +44,27 @@ def gaussian_1d(size: int = WINDOW_SIZE, sigma: float = WINDOW_SIGMA) -> torch.T
     return torch.from_numpy(g / g.sum())
 
 
+def window_1d(size: int = WINDOW_SIZE, sigma: float = WINDOW_SIGMA) -> torch.Tensor:
+    """The 1-D factor of pyiqa's SSIM window, including its float32 storage.
+
+    pyiqa stores the 2-D window in float32, so its taps sum to ``1 - 6.2e-9``
+    rather than 1. In flat regions the variance ``E[x^2] - mu^2`` inherits that
+    deficit times ``mu^2`` (up to 255^2), which moved per-image SSIM by up to
+    4e-7 on RealSR. Scaling the exact 1-D Gaussian so that its outer product has
+    the same total removes this (remaining difference ~1e-10).
+
+    Args:
+        size: Number of taps.
+        sigma: Standard deviation in pixels.
+
+    Returns:
+        Float64 tensor ``(size,)``.
+    """
+    g = gaussian_1d(size, sigma)
+    total = torch.outer(g, g).float().double().sum()
+    return g * total.sqrt()
+
+
 def _separable_filter(maps: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Filter each map with ``outer(g, g)``, keeping the valid region.
 
@@ -94,7 +115,7 @@ def ssim_y(x: torch.Tensor, y: torch.Tensor, downsample: bool = False) -> torch.
         raise ValueError(f'SSIM needs images of at least {WINDOW_SIZE}x{WINDOW_SIZE} pixels '
                          f'(after downsampling), got {tuple(x.shape[-2:])}')
     b = x.shape[0]
-    g = gaussian_1d().to(x)
+    g = window_1d().to(x)
     # One batch of five maps: x, y, x^2, y^2, xy -> five local means.
     stacked = torch.cat([x, y, x * x, y * y, x * y], dim=0)
     mu_x, mu_y, e_xx, e_yy, e_xy = _separable_filter(stacked, g).split(b, dim=0)

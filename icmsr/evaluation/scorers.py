@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from .fast_ssim import FastSSIMScorer
 from .weights import check_weights, offline_pyiqa, resolve_weights_dir
 
 
@@ -202,6 +203,10 @@ def build_scorers(metrics: Sequence[str], device: Optional[str] = None,
                 continue
             if key == 'niqe':
                 scorers[key] = NIQEScorer(**options.get(key, {}))
+            elif key == 'ssim':
+                # pyiqa's SSIM with a separable window: same values, ~15x faster on CPU.
+                scorers[key] = FastSSIMScorer(**{**info.options, **options.get(key, {})},
+                                              device=dev)
             else:
                 scorers[key] = PyiqaScorer(info, dev, options.get(key))
     return scorers
