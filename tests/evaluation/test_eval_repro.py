@@ -3,11 +3,10 @@
 Data: ``../shared/data/realsr`` (OSEDiff's ``results_osediff`` vs ``test_HR`` and
 its pyiqa log ``osediff_metrics.log``). Skipped when absent.
 
-Runtime on 2 shared cores: PSNR costs ~0.02 s/image, pyiqa's float64 SSIM ~1.5 s
-and NIQE ~0.2 s. So the default suite checks the PSNR *average over all 100
-images* (4 decimals) and SSIM/NIQE *per image on a 4-image subset* against the
-log; the full SSIM and NIQE averages run with ``ICMSR_FULL_REPRO=1`` (about 3-4
-minutes) and in ``tools/benchmarks/metrics.py --full``.
+One pass over all 100 images asserts the PSNR and SSIM averages to 4 decimals
+and NIQE within 1e-3. CPU time per 512x512 image on this machine: PSNR ~0.02 s,
+SSIM ~0.1 s (separable window, equal to pyiqa's float64 SSIM to 1e-10; see
+``test_fast_ssim.py``), NIQE ~0.35 s, reading both PNGs ~0.03 s.
 """
 import os
 import re
@@ -23,9 +22,6 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..',
 LOG = os.path.join(ROOT, 'osediff_metrics.log')
 pytestmark = pytest.mark.skipif(
     not os.path.isfile(LOG), reason=f'RealSR reproduction data not found at {ROOT}')
-FULL = os.environ.get('ICMSR_FULL_REPRO') == '1'
-# Subset: first images plus the one with the largest NIQE deviation (Nikon_023).
-SUBSET = ['Canon_001_LR4', 'Canon_002_LR4', 'Canon_006_LR4', 'Nikon_023_LR4']
 
 
 def _log():
@@ -64,36 +60,21 @@ def test_log_parsing_sanity(log):
     assert averages['niqe'] == 5.6476
 
 
-def test_psnr_average_over_all_100_images(log, scorers):
+def test_psnr_ssim_niqe_averages_over_all_100_images(log, scorers):
     per_image, averages = log
-    values = []
+    values = {'psnr': [], 'ssim': [], 'niqe': []}
     for key in sorted(per_image):
         pred, gt = _pair(key)
-        v = scorers['psnr'](pred, gt)[0]
-        assert abs(v - per_image[key]['psnr']) < 1e-4, key
-        values.append(v)
-    assert len(values) == 100
-    assert round(sum(values) / len(values), 4) == averages['psnr']
-
-
-def test_ssim_and_niqe_per_image_subset(log, scorers):
-    per_image, _ = log
-    for key in SUBSET:
-        pred, gt = _pair(key)
-        assert scorers['ssim'](pred, gt)[0] == pytest.approx(per_image[key]['ssim'], abs=2e-6)
+        for name in ('psnr', 'ssim'):
+            values[name].append(scorers[name](pred, gt)[0])
+        values['niqe'].append(scorers['niqe'](pred)[0])
+        # The log prints 4 decimals per image.
+        assert abs(values['psnr'][-1] - per_image[key]['psnr']) < 1e-4, key
+        assert abs(values['ssim'][-1] - per_image[key]['ssim']) <= 5e-5 + 1e-9, key
         # pyiqa's NIQE moved by a few 1e-3 per image since OSEDiff's run (Nikon_023:
-        # 0.011); the average stays within 3e-4 (full test below).
-        assert scorers['niqe'](pred)[0] == pytest.approx(per_image[key]['niqe'], abs=0.015)
-
-
-@pytest.mark.skipif(not FULL, reason='full SSIM/NIQE averages take ~3-4 min on 2 cores; '
-                    'run with ICMSR_FULL_REPRO=1 (also: tools/benchmarks/metrics.py --full)')
-def test_full_ssim_and_niqe_averages(log, scorers):
-    per_image, averages = log
-    ssim, niqe = [], []
-    for key in sorted(per_image):
-        pred, gt = _pair(key)
-        ssim.append(scorers['ssim'](pred, gt)[0])
-        niqe.append(scorers['niqe'](pred)[0])
-    assert round(sum(ssim) / 100, 4) == averages['ssim']
-    assert abs(sum(niqe) / 100 - averages['niqe']) < 1e-3
+        # 0.011); the average stays within 3e-4.
+        assert abs(values['niqe'][-1] - per_image[key]['niqe']) < 0.015, key
+    assert all(len(v) == 100 for v in values.values())
+    assert round(sum(values['psnr']) / 100, 4) == averages['psnr']
+    assert round(sum(values['ssim']) / 100, 4) == averages['ssim']
+    assert abs(sum(values['niqe']) / 100 - averages['niqe']) < 1e-3
