@@ -124,14 +124,16 @@ class NIQEScorer:
         Returns:
             One NIQE value per image.
         """
-        from pyiqa.archs.niqe_arch import calculate_niqe
+        # pyiqa's calculate_niqe with a separable Gaussian (~4x faster on CPU, equal
+        # to 1e-7; tests/evaluation/test_fast_niqe.py).
+        from .fast_niqe import calculate_niqe_fast
         # float32 like pyiqa's file reader: the Y channel is rounded to integers, and
         # float64 would round a few .5 boundary pixels differently.
         pred = pred.detach().float().cpu()
         # One image at a time: NIQE drops partial 96-px blocks per image, which a
         # batch of differently sized images could not express.
-        return [float(calculate_niqe(p[None], self.crop_border, True, 'yiq',
-                                     self.mu, self.cov)) for p in pred]
+        return [float(calculate_niqe_fast(p[None], self.crop_border, self.mu, self.cov))
+                for p in pred]
 
 
 class PyiqaScorer:
