@@ -68,14 +68,19 @@ def test_two_ranks_equal_one_process_on_the_combined_batch(ranks, single):
     assert r0['children']['aux_diffusion'] == 'MMDistributedDataParallel'
     ref, init = single['params'], single['init']
     assert set(r0['params']) == set(ref) and len(ref) > 0
+    steps = {k: v - init[k] for k, v in ref.items()}
+    total = torch.sqrt(sum(d.norm() ** 2 for d in steps.values()))
     for key, value in ref.items():
         assert torch.equal(r0['params'][key], r1['params'][key]), f'ranks differ at {key}'
-        # The SGD update (lr x gradient) of every tensor agrees to 0.1% of its norm;
-        # batch 2+2 vs 4 only reorders float sums (a wrong reduction - sum instead
-        # of mean, a missing all-reduce - is off by 50% or more).
-        step_ddp, step_ref = r0['params'][key] - init[key], value - init[key]
-        err = (step_ddp - step_ref).norm() / step_ref.norm().clamp_min(1e-12)
-        assert err < 1e-3, f'{key}: update differs by {float(err):.2e} of its norm'
+        # The SGD update (lr x clipped gradient) of every tensor agrees to 0.1% of its
+        # norm; batch 2+2 vs 4 only reorders float sums (a wrong reduction - a sum
+        # instead of a mean, a missing all-reduce - is off by 50% or more). Tensors
+        # whose true gradient is zero (self-attention over the single token of the tiny
+        # UNet's mid block) carry float noise only, hence the floor relative to the
+        # whole update.
+        err = (r0['params'][key] - value).norm()
+        assert err <= 1e-3 * steps[key].norm() + 1e-6 * total, \
+            f'{key}: update differs by {float(err):.2e} (its norm {float(steps[key].norm()):.2e})'
     # Both LoRA sets were trained (untouched weights would compare equal vacuously).
     for part in ('generator.', 'aux_diffusion.'):
         assert any(k.startswith(part) and not torch.equal(ref[k], init[k]) for k in ref), part
