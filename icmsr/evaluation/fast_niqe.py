@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .fast_ssim import _separable_filter, window_1d
+from .fast_ssim import separable_filter, window_1d
 
 
 def normalize_with_gauss(img: torch.Tensor, kernel_size: int = 7,
@@ -34,7 +34,7 @@ def normalize_with_gauss(img: torch.Tensor, kernel_size: int = 7,
     padded = F.pad(img, (pad, pad, pad, pad), mode='replicate')
     b = img.shape[0]
     g = window_1d(kernel_size, sigma).to(img)
-    mu, e_xx = _separable_filter(torch.cat([padded, padded * padded]), g).split(b)
+    mu, e_xx = separable_filter(torch.cat([padded, padded * padded]), g).split(b)
     eps = torch.finfo(img.dtype).eps  # as pyiqa's safe square root
     dev = torch.sqrt((e_xx - mu * mu).abs() + eps)
     return (img - mu) / (dev + c)

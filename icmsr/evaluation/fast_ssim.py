@@ -6,14 +6,16 @@ convolutions over the valid region. On CPU, PyTorch has no fast float64 2-D
 convolution, so one 512x512 image costs ~1.3 s of CPU time. The Gaussian window
 is the outer product of a 1-D Gaussian with itself, so the same filtering is two
 1-D passes (a row pass then a column pass), 11 + 11 taps instead of 121: the
-same statistics up to float64 rounding, ~20x faster.
+same statistics up to float64 rounding (and pyiqa's float32-stored window, see
+:func:`window_1d`), ~15x faster (~0.07 s of CPU per 512x512 image).
 
 Everything else follows pyiqa's definition: the Y channel is produced by pyiqa's
 own preprocessing (so the rounding of every pixel is identical), constants
 ``C1 = (0.01 * 255)^2`` and ``C2 = (0.03 * 255)^2``, the contrast-structure map is
 clamped at zero, the map is averaged over the valid region (``H - 10`` by
 ``W - 10``), and the optional MATLAB-style average-pool downsample is supported.
-``tests/evaluation/test_fast_ssim.py`` checks equality with pyiqa to 1e-6.
+``tests/evaluation/test_fast_ssim.py`` checks equality with pyiqa to 1e-8
+(measured ~1e-10).
 """
 from typing import List, Optional
 
@@ -65,7 +67,7 @@ def window_1d(size: int = WINDOW_SIZE, sigma: float = WINDOW_SIGMA) -> torch.Ten
     return g * total.sqrt()
 
 
-def _separable_filter(maps: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def separable_filter(maps: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Filter each map with ``outer(g, g)``, keeping the valid region.
 
     Args:
@@ -118,7 +120,7 @@ def ssim_y(x: torch.Tensor, y: torch.Tensor, downsample: bool = False) -> torch.
     g = window_1d().to(x)
     # One batch of five maps: x, y, x^2, y^2, xy -> five local means.
     stacked = torch.cat([x, y, x * x, y * y, x * y], dim=0)
-    mu_x, mu_y, e_xx, e_yy, e_xy = _separable_filter(stacked, g).split(b, dim=0)
+    mu_x, mu_y, e_xx, e_yy, e_xy = separable_filter(stacked, g).split(b, dim=0)
     c1 = (0.01 * DATA_RANGE) ** 2
     c2 = (0.03 * DATA_RANGE) ** 2
     mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
