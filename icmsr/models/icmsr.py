@@ -154,11 +154,29 @@ class ICMSR(BaseModel):
     @staticmethod
     def _keep_trainable_state(module: 'ICMSR', state: Dict[str, Any], prefix: str,
                               local_metadata: Any) -> Dict[str, Any]:
+        # Under per-child DDP the keys read ``generator.module.…``; checkpoints store
+        # the unwrapped name so single- and multi-GPU checkpoints are interchangeable.
         keep = module.trainable_state_keys()
         for key in [k for k in state if k.startswith(prefix)]:
-            if key[len(prefix):] not in keep:
-                del state[key]
+            value = state.pop(key)
+            name = module._unwrapped_key(key[len(prefix):])
+            if name in keep:
+                state[prefix + name] = value
         return state
+
+    def _unwrapped_key(self, key: str) -> str:
+        """Drop the ``module.`` segments that model wrappers add to a state-dict key."""
+        parts, out, node = key.split('.'), [], self
+        i = 0
+        while i < len(parts):
+            if is_model_wrapper(node) and parts[i] == 'module':
+                node = node.module
+                i += 1
+                continue
+            out.append(parts[i])
+            node = getattr(node, '_modules', {}).get(parts[i]) if node is not None else None
+            i += 1
+        return '.'.join(out)
 
     @staticmethod
     def _ignore_missing_frozen(module: 'ICMSR', incompatible: Any) -> None:

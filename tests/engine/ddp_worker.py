@@ -14,6 +14,7 @@ import copy
 import os
 import os.path as osp
 import sys
+from typing import Callable
 
 import torch
 
@@ -22,10 +23,21 @@ NUM_STEPS = 1
 GLOBAL_BATCH = 4
 
 
-def patch_randomness() -> None:
-    """Replace the timestep/noise draws of the regularizer and the aux model."""
+def patch_randomness() -> Callable[[], None]:
+    """Replace the timestep/noise draws of the regularizer and the aux model.
+
+    Returns:
+        A function that puts the original draws back (the test process goes on
+        running other tests after the single-process reference).
+    """
     import icmsr.models.aux_diffusion as aux
     import icmsr.models.regularizer as reg
+    saved = [(m, m.sample_timesteps, m.sample_noise) for m in (reg, aux)]
+
+    def restore() -> None:
+        for module, sample_timesteps, sample_noise in saved:
+            module.sample_timesteps = sample_timesteps
+            module.sample_noise = sample_noise
 
     def timesteps(low, high, batch, device, generator):
         return torch.full((batch, ), (low + high) // 2, dtype=torch.long, device=device)
@@ -36,6 +48,7 @@ def patch_randomness() -> None:
     for module in (reg, aux):
         module.sample_timesteps = timesteps
         module.sample_noise = noise
+    return restore
 
 
 def load_tiny_cfg():

@@ -45,8 +45,9 @@ def ranks(tmp_path_factory):
 @pytest.fixture(scope='module')
 def single():
     """The same training on all four samples in this process."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    ddp_worker.patch_randomness()
+    restore = ddp_worker.patch_randomness()
     cfg = ddp_worker.load_tiny_cfg()
     model = ddp_worker.build_model(cfg)
     init = ddp_worker.trainable_params(model)
@@ -56,8 +57,11 @@ def single():
     model.train()
     for _ in range(ddp_worker.NUM_STEPS):
         model.train_step(batch, optim)
-    return dict(init=init, params=ddp_worker.trainable_params(model),
-                checkpoint_keys=sorted(model.state_dict()))
+    result = dict(init=init, params=ddp_worker.trainable_params(model),
+                  checkpoint_keys=sorted(model.state_dict()))
+    restore()
+    torch.set_num_threads(threads)
+    return result
 
 
 def test_two_ranks_equal_one_process_on_the_combined_batch(ranks, single):
