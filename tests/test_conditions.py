@@ -11,8 +11,9 @@ from PIL import Image
 import icmsr  # noqa: F401
 from icmsr.models.conditions import ConditionExtractor
 from icmsr.registry import MODELS
+from icmsr.utils.benchmark_data import realsr_root
 
-REALSR_HR = '/work/shared/data/realsr/test_HR'
+REALSR_HR = os.path.join(realsr_root(), 'test_HR')
 
 
 def _skimage(name: str) -> np.ndarray:

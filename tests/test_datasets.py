@@ -16,8 +16,9 @@ from icmsr.datasets import (BadImageWarning, HQImageDataset, ImageLoadError,
                             skimage_training_images)
 from icmsr.registry import DATASETS, TRANSFORMS, register_all_modules
 from icmsr.structures import SRDataSample
+from icmsr.utils.benchmark_data import realsr_root
 
-REALSR = '/work/shared/data/realsr'
+REALSR = realsr_root()
 PAIRED_PIPELINE = [dict(type='LoadImageFromFile', key='lq'),
                    dict(type='LoadImageFromFile', key='gt'), dict(type='PackSRInputs')]
 TRAIN_PIPELINE = [dict(type='LoadImageFromFile', key='gt'),

@@ -17,9 +17,9 @@ import torch
 
 from icmsr.evaluation.folder_eval import read_image
 from icmsr.evaluation.scorers import build_scorers
+from icmsr.utils.benchmark_data import realsr_root
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared',
-                                    'data', 'realsr'))
+ROOT = realsr_root()
 LOG = os.path.join(ROOT, 'osediff_metrics.log')
 pytestmark = pytest.mark.skipif(
     not os.path.isfile(LOG), reason=f'RealSR reproduction data not found at {ROOT}')

@@ -11,9 +11,9 @@ import torch
 from icmsr.evaluation.fast_ssim import FastSSIMScorer, gaussian_1d, ssim_y, window_1d
 from icmsr.evaluation.folder_eval import read_image
 from icmsr.evaluation.scorers import METRICS, build_scorers
+from icmsr.utils.benchmark_data import realsr_root
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared',
-                                    'data', 'realsr'))
+ROOT = realsr_root()
 # Measured difference to pyiqa ~1e-10; 1e-8 fails if the window's float32 total
 # is not matched (that alone moves RealSR values by up to 4e-7).
 TOL = 1e-8

@@ -18,9 +18,9 @@ import sys
 import time
 
 import torch
+from icmsr.utils.benchmark_data import realsr_root
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..', '..', 'shared',
-                                    'data', 'realsr'))
+ROOT = realsr_root()
 
 
 def _pairs(n: int):
