@@ -1,4 +1,4 @@
-"""models package."""
+"""ICM-SR model: generator, regularizer, auxiliary diffusion, conditions, losses, builders."""
 from .conditions import ConditionExtractor  # noqa: F401
 from . import backbones  # noqa: F401  (registers the SD* component builders)
 from .aux_diffusion import AuxDiffusion  # noqa: F401
