@@ -1,4 +1,4 @@
-"""datasets package."""
+"""Datasets: HQ training images, paired test sets, robust image loading, pipeline transforms."""
 from .base_sr_dataset import BadImageWarning, BaseSRDataset
 from .hq_image_dataset import HQImageDataset
 from .image_io import IMAGE_EXTENSIONS, ImageLoadError, load_image_rgb
