@@ -319,7 +319,9 @@ def offline_pyiqa(weights_dir: Optional[str]) -> Iterator[None]:
             targets.append((mod, 'load_pretrained_network', checked_loader))
         if isinstance(getattr(mod, 'DEFAULT_CACHE_DIR', None), str) and mod is not download_util:
             targets.append((mod, 'DEFAULT_CACHE_DIR', cache_dir))
-    previous_hub = torch.hub.get_dir()
+    # The raw setting, not get_dir(): None means "follow $TORCH_HOME", and restoring a
+    # resolved path would pin the hub folder for the rest of the process.
+    previous_hub = getattr(torch.hub, '_hub_dir', None)
     previous_env = {k: os.environ.get(k) for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')}
     torch.hub.set_dir(hub_dir)
     os.environ.update({k: '1' for k in previous_env})
@@ -335,7 +337,7 @@ def offline_pyiqa(weights_dir: Optional[str]) -> Iterator[None]:
                     value = getattr(mod, attr, None)
                     if callable(value) and value in originals:
                         setattr(mod, attr, originals[value])
-        torch.hub.set_dir(previous_hub)
+        torch.hub._hub_dir = previous_hub
         for k, v in previous_env.items():
             if v is None:
                 os.environ.pop(k, None)

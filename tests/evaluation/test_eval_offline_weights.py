@@ -220,3 +220,15 @@ def test_modules_imported_inside_the_guard_keep_no_wrappers(standin):
     for name, mod in list(_sys.modules.items()):
         if name.startswith('pyiqa.') and hasattr(mod, 'load_file_from_url'):
             assert mod.load_file_from_url is download_util.load_file_from_url, name
+
+
+def test_offline_block_leaves_torch_hub_following_torch_home(tmp_path, monkeypatch):
+    """After the block, torch's hub folder follows $TORCH_HOME again (nothing pinned)."""
+    import torch.hub
+
+    from icmsr.evaluation.weights import offline_pyiqa
+    monkeypatch.setattr(torch.hub, '_hub_dir', None)
+    with offline_pyiqa(str(tmp_path / 'weights')):
+        assert torch.hub.get_dir() == str(tmp_path / 'weights' / 'hub')
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'elsewhere'))
+    assert torch.hub.get_dir() == str(tmp_path / 'elsewhere' / 'hub')
