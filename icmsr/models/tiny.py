@@ -75,7 +75,7 @@ def icmsr_model_config(arch_name: str = 'tiny', adapter: Optional[str] = 'multi'
         condition = None if adapter is None else dict(type='ConditionExtractor', mode=mode)
     if degradation is None:
         # Tiny crops (64 px) need kernels that fit the smallest intermediate image.
-        degradation = dict(type='RealESRGANDegradation', scale=4, resize_back=False)
+        degradation = dict(type='RealESRGANDegradation', scale=4, resize_back=True)
         if tiny:
             degradation['kernel_sizes'] = (7, 9, 11)
     cfg: Dict[str, Any] = dict(

@@ -40,7 +40,8 @@ model = dict(
     data_preprocessor=dict(
         type='SRDataPreprocessor',
         # Real-ESRGAN second-order degradation, x4, on the batch's device.
-        degradation=dict(type='RealESRGANDegradation', scale=4, resize_back=False),
+        # resize_back: the LQ goes back to the GT size with a random mode, as OSEDiff trains.
+        degradation=dict(type='RealESRGANDegradation', scale=4, resize_back=True),
         # F_c: 8x8 colormap (nearest back up) and Canny (100, 200) of the HQ image.
         condition=dict(type='ConditionExtractor', mode='multi')),
 )
