@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn as nn
+from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from torch.utils.data import Dataset
 
@@ -121,3 +122,20 @@ def toy_runner_cfg(work_dir: str, max_iters: int, ckpt_interval: int = 3, **mode
         default_scope='icmsr',
         log_level='WARNING',
     )
+
+
+class SimulatedCrash(Exception):
+    """Raised by :class:`CrashAfter` to stand for a killed run."""
+
+
+class CrashAfter(Hook):
+    """Kill the run after iteration ``n`` (after that iteration's checkpoint hook)."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == self.n:
+            raise SimulatedCrash()

@@ -6,29 +6,12 @@ control: without RandomStateHook the resumed run diverges, so the first test
 can fail.
 """
 import torch
-from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from engine_toy import toy_runner_cfg
+from engine_toy import CrashAfter, SimulatedCrash, toy_runner_cfg
 
 MAX_ITERS = 7
 
-
-class _Crash(Exception):
-    pass
-
-
-class _CrashAfter(Hook):
-    """Kill the run after iteration ``n`` (after that iteration's checkpoint hook)."""
-
-    priority = 'LOWEST'
-
-    def __init__(self, n):
-        self.n = n
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        if runner.iter + 1 == self.n:
-            raise _Crash()
 
 
 def _state(runner):
@@ -41,11 +24,11 @@ def _train(work_dir, crash_after=None, resume=False, without_hook=None):
     cfg = toy_runner_cfg(str(work_dir), max_iters=MAX_ITERS)
     if without_hook is not None:
         cfg['default_hooks'].pop(without_hook)
-    hooks = [_CrashAfter(crash_after)] if crash_after else []
+    hooks = [CrashAfter(crash_after)] if crash_after else []
     runner = Runner(**cfg, custom_hooks=hooks, resume=resume)
     try:
         runner.train()
-    except _Crash:
+    except SimulatedCrash:
         return None
     return _state(runner)
 

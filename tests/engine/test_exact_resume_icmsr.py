@@ -10,25 +10,12 @@ import os
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.hooks import Hook
 from mmengine.runner import Runner
+
+from engine_toy import CrashAfter, SimulatedCrash
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-class _Crash(Exception):
-    pass
-
-
-class _CrashAfter(Hook):
-    priority = 'LOWEST'
-
-    def __init__(self, n):
-        self.n = n
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        if runner.iter + 1 == self.n:
-            raise _Crash()
 
 
 @pytest.fixture(scope='module')
@@ -56,10 +43,10 @@ def _train(tiny_root, work_dir, name, crash_after=None, resume=False):
     cfg.resume = resume
     runner = Runner.from_cfg(cfg)
     if crash_after:
-        runner.register_hook(_CrashAfter(crash_after), priority='LOWEST')
+        runner.register_hook(CrashAfter(crash_after), priority='LOWEST')
     try:
         runner.train()
-    except _Crash:
+    except SimulatedCrash:
         return None
     return {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
 
