@@ -8,21 +8,8 @@ if [ "$#" -lt 2 ]; then
   echo "usage: $0 CONFIG GPUS_PER_NODE [tools/train.py options]" >&2
   exit 2
 fi
+TOOLS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CONFIG=$1
 GPUS=$2
 shift 2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON=${PYTHON:-python}
-
-PYTHONPATH="$ROOT:${PYTHONPATH:-}" \
-"$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" \
-    --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" \
-    --master_port="$PORT" \
-    --nproc_per_node="$GPUS" \
-    "$ROOT/tools/train.py" "$CONFIG" --launcher pytorch "$@"
+exec bash "$TOOLS/dist_launch.sh" "$TOOLS/train.py" "$GPUS" "$CONFIG" "$@"
