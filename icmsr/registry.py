@@ -7,6 +7,7 @@ importing the whole package by hand. Outside the ``Runner`` (notebooks, scripts)
 call :func:`register_all_modules` once.
 """
 import itertools
+from typing import Any, Optional
 
 from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
@@ -62,6 +63,26 @@ EVALUATOR = Registry('evaluator', parent=MMENGINE_EVALUATOR, locations=['icmsr.e
 VISUALIZERS = Registry(
     'visualizer', parent=MMENGINE_VISUALIZERS, locations=['icmsr.engine'])
 VISBACKENDS = Registry('vis_backend', parent=MMENGINE_VISBACKENDS, locations=['icmsr.engine'])
+
+
+def build_or_use(cfg: Any, registry: Optional[Registry] = None, **default_args: Any) -> Any:
+    """Build ``cfg`` when it is a config dict; return it unchanged otherwise.
+
+    Components accept either a config or an already built object (a module shared
+    with another component, a tokenizer...), so every constructor resolves its
+    arguments through this one function.
+
+    Args:
+        cfg: a config dict (``type=...``), an object, or None.
+        registry: where to look ``type`` up (default: :data:`MODELS`).
+        **default_args: defaults merged into the config when building.
+
+    Returns:
+        The built object, ``cfg`` itself, or None.
+    """
+    if isinstance(cfg, dict):
+        return (registry or MODELS).build(cfg, default_args=default_args or None)
+    return cfg
 
 
 def register_all_modules(init_default_scope: bool = True) -> None:

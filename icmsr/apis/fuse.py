@@ -16,7 +16,7 @@ from typing import Dict
 import torch
 import torch.nn as nn
 
-from icmsr.models.generator import GENERATOR_ROLE
+from icmsr.models.diffusion import GENERATOR_ROLE
 from icmsr.models.lora import ALWAYS, LoRABranch, lora_branch_count
 
 

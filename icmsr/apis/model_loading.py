@@ -198,8 +198,7 @@ def init_model(config: Any = None, weights: Optional[str] = None, device: Union[
     model.eval().requires_grad_(False)
     if fuse:
         fuse_generator_lora(model.generator)
-    # The noise schedule stays float32 whatever the weights' dtype (x0 divides by sqrt(abar)).
-    schedule = model.generator.alphas_cumprod.float().clone()
+    # The noise schedule is the scheduler's float32 table, not a module buffer: casting the
+    # weights leaves it alone (x0 divides by sqrt(abar)).
     model.to(device=device, dtype=torch_dtype)
-    model.generator.alphas_cumprod = schedule.to(device)
     return model

@@ -5,14 +5,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from icmsr.registry import MODELS
-from .generator import UNET_LORA_TARGETS, add_noise
+from icmsr.registry import MODELS, build_or_use
+from .diffusion import AUX_ROLE, add_noise, sample_noise, sample_timesteps, seeded_rng
+from .generator import UNET_LORA_TARGETS
 from .lora import LoRARoles, inject_lora
-from .regularizer import AUX_ROLE, make_generator, sample_noise, sample_timesteps
-
-
-def _build(cfg: Any) -> Any:
-    return MODELS.build(cfg) if isinstance(cfg, dict) else cfg
 
 
 @MODELS.register_module()
@@ -47,19 +43,17 @@ class AuxDiffusion(nn.Module):
                  seed: Optional[int] = None) -> None:
         super().__init__()
         if isinstance(unet, dict):
-            self.unet = _build(unet)
+            self.unet = build_or_use(unet)
             self.unet.requires_grad_(False)
         else:
             object.__setattr__(self, 'unet', unet)
-        sched = _build(scheduler)
-        self.register_buffer('alphas_cumprod', sched.alphas_cumprod.clone().float(),
-                             persistent=False)
+        self.scheduler = build_or_use(scheduler)
         self.roles = roles if roles is not None else LoRARoles()
         self.lora = inject_lora(self.unet, self.roles, AUX_ROLE, lora_targets, lora_rank,
                                 lora_alpha)
         self.use_adapter = use_adapter
         self.t_range = (int(t_range[0]), int(t_range[1]))
-        self._rng = make_generator(seed)
+        self._rng = seeded_rng(seed)
 
     def trainable_parameters(self) -> List[nn.Parameter]:
         """The aux LoRA parameters."""
@@ -86,7 +80,7 @@ class AuxDiffusion(nn.Module):
             timesteps = sample_timesteps(*self.t_range, z0.shape[0], z0.device, self._rng)
         if noise is None:
             noise = sample_noise(z0, self._rng)
-        z_t = add_noise(z0, noise, self.alphas_cumprod, timesteps)
+        z_t = add_noise(self.scheduler, z0, noise, timesteps)
         dtype = self.unet.dtype
         residuals = None
         if self.use_adapter and feats is not None:

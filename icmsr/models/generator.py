@@ -5,7 +5,8 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from icmsr.registry import MODELS
+from icmsr.registry import MODELS, build_or_use
+from .diffusion import GENERATOR_ROLE, x0_from_eps
 from .lora import ALWAYS, LoRARoles, inject_lora, override_layer
 
 # OSEDiff's UNet LoRA targets (peft-style suffix match; see lora.match_targets).
@@ -16,51 +17,6 @@ UNET_LORA_TARGETS = ('to_k', 'to_q', 'to_v', 'to_out.0', 'conv', 'conv1', 'conv2
 # hit the decoder too.
 VAE_ENCODER_LORA_TARGETS = (r'(encoder\.(.*\.)?(conv_in|conv1|conv2|conv|conv_shortcut|conv_out'
                             r'|to_k|to_q|to_v|to_out\.0)|quant_conv)')
-GENERATOR_ROLE = 'generator'
-
-
-def _build(cfg: Any) -> Any:
-    return MODELS.build(cfg) if isinstance(cfg, dict) else cfg
-
-
-def x0_from_eps(z_t: torch.Tensor, eps: torch.Tensor, alphas_cumprod: torch.Tensor,
-                timesteps: torch.Tensor) -> torch.Tensor:
-    """DDPM x0 estimate ``(z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``.
-
-    Computed from ``alphas_cumprod`` directly: diffusers' one-step
-    ``DDPMScheduler.step`` at t=999 raises in 0.42.
-
-    Args:
-        z_t: noisy latents ``(B, C, H, W)``.
-        eps: predicted noise, same shape.
-        alphas_cumprod: ``(T,)`` cumulative alphas.
-        timesteps: ``(B,)`` or scalar integer timesteps.
-
-    Returns:
-        The x0 estimate in ``z_t``'s dtype.
-    """
-    abar = alphas_cumprod.to(z_t.device)[timesteps.to(z_t.device).long()].float()
-    abar = abar.reshape(-1, *([1] * (z_t.dim() - 1)))
-    x0 = (z_t.float() - (1 - abar).sqrt() * eps.float()) / abar.sqrt()
-    return x0.to(z_t.dtype)
-
-
-def add_noise(z0: torch.Tensor, eps: torch.Tensor, alphas_cumprod: torch.Tensor,
-              timesteps: torch.Tensor) -> torch.Tensor:
-    """Forward diffusion ``z_t = sqrt(abar_t) z0 + sqrt(1 - abar_t) eps``.
-
-    Args:
-        z0: clean latents ``(B, C, H, W)``.
-        eps: noise, same shape.
-        alphas_cumprod: ``(T,)`` cumulative alphas.
-        timesteps: ``(B,)`` integer timesteps.
-
-    Returns:
-        The noisy latents, ``z0``'s dtype.
-    """
-    abar = alphas_cumprod.to(z0.device)[timesteps.to(z0.device).long()].float()
-    abar = abar.reshape(-1, *([1] * (z0.dim() - 1)))
-    return (abar.sqrt() * z0.float() + (1 - abar).sqrt() * eps.float()).to(z0.dtype)
 
 
 @MODELS.register_module()
@@ -76,7 +32,7 @@ class OneStepGenerator(nn.Module):
             owned here; a module is *shared* (kept as a plain reference, its
             owner moves/saves it): this is how ICMSR shares one UNet with the
             teacher and the fake score.
-        scheduler: ``DDPMScheduler`` or its config (only ``alphas_cumprod`` is used).
+        scheduler: ``DDPMScheduler`` or its config (its noise schedule gives the x0 formula).
         roles: the :class:`LoRARoles` switch of the shared UNet (new one if None).
         timestep: the single timestep (OSEDiff: 999).
         lora_rank: rank of the UNet and VAE-encoder LoRA.
@@ -102,16 +58,14 @@ class OneStepGenerator(nn.Module):
         for name, value in (('train_latent', train_latent), ('infer_latent', infer_latent)):
             if value not in ('sample', 'mode'):
                 raise ValueError(f"OneStepGenerator {name} must be 'sample' or 'mode', got {value!r}")
-        self.vae = _build(vae)
+        self.vae = build_or_use(vae)
         self.vae.requires_grad_(False)
         if isinstance(unet, dict):
-            self.unet = _build(unet)
+            self.unet = build_or_use(unet)
         else:
             object.__setattr__(self, 'unet', unet)  # shared: owned elsewhere
         self.unet.requires_grad_(False)
-        sched = _build(scheduler)
-        self.register_buffer('alphas_cumprod', sched.alphas_cumprod.clone().float(),
-                             persistent=False)
+        self.scheduler = build_or_use(scheduler)
         self.roles = roles if roles is not None else LoRARoles()
         self.timestep = int(timestep)
         self.train_latent, self.infer_latent = train_latent, infer_latent
@@ -171,7 +125,7 @@ class OneStepGenerator(nn.Module):
         with self.roles.use(GENERATOR_ROLE):
             eps = self.unet(z_l.to(dtype), t,
                             encoder_hidden_states=prompt_embeds.to(dtype)).sample
-        return x0_from_eps(z_l.float(), eps.float(), self.alphas_cumprod, t)
+        return x0_from_eps(self.scheduler, z_l.float(), eps.float(), t)
 
     def decode(self, z0: torch.Tensor) -> torch.Tensor:
         """Decode latents with the frozen decoder to an image in ``[-1, 1]``.

@@ -10,9 +10,8 @@ from mmengine.optim import OptimWrapperDict
 
 from icmsr.registry import MODELS
 from icmsr.structures import SRDataSample
-from .generator import GENERATOR_ROLE
+from .diffusion import AUX_ROLE, GENERATOR_ROLE
 from .lora import LoRARoles
-from .regularizer import AUX_ROLE
 
 
 def _build(cfg: Any) -> Any:

@@ -5,59 +5,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from icmsr.registry import MODELS
-from .generator import add_noise, x0_from_eps
+from icmsr.registry import MODELS, build_or_use
+from .diffusion import (AUX_ROLE, TEACHER_ROLE, add_noise, cfg_combine, sample_noise,
+                        sample_timesteps, seeded_rng, x0_from_eps)
 from .lora import LoRARoles
 
-AUX_ROLE = 'aux'
 Features = Optional[List[torch.Tensor]]
-
-
-def _build(cfg: Any) -> Any:
-    return MODELS.build(cfg) if isinstance(cfg, dict) else cfg
-
-
-def cfg_combine(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
-    """Classifier-free guidance ``eps_u + s * (eps_c - eps_u)``.
-
-    Args:
-        eps_uncond: prediction with the negative prompt.
-        eps_cond: prediction with the prompt.
-        scale: guidance scale s.
-
-    Returns:
-        The guided prediction.
-    """
-    return eps_uncond + scale * (eps_cond - eps_uncond)
-
-
-def sample_timesteps(low: int, high: int, batch: int, device: torch.device,
-                     generator: Optional[torch.Generator]) -> torch.Tensor:
-    """``batch`` integer timesteps uniform in ``[low, high)`` (per sample).
-
-    Args:
-        low: inclusive lower bound.
-        high: exclusive upper bound.
-        batch: how many.
-        device: where the result goes.
-        generator: CPU generator for seeded draws (None: torch's global RNG).
-
-    Returns:
-        ``(batch,)`` long tensor.
-    """
-    return torch.randint(low, high, (batch, ), generator=generator).to(device)
-
-
-def sample_noise(like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """Standard normal noise shaped like ``like`` (seeded on CPU when a generator is given)."""
-    if generator is None:
-        return torch.randn_like(like)
-    return torch.randn(like.shape, generator=generator, dtype=like.dtype).to(like.device)
-
-
-def make_generator(seed: Optional[int]) -> Optional[torch.Generator]:
-    """A CPU ``torch.Generator`` seeded with ``seed``, or None to use the global RNG."""
-    return None if seed is None else torch.Generator().manual_seed(int(seed))
 
 
 @MODELS.register_module()
@@ -113,24 +66,22 @@ class VSDRegularizer(nn.Module):
         if eps_weighting not in ('uniform', 'sigma2'):
             raise ValueError(f"eps_weighting must be 'uniform' or 'sigma2', got {eps_weighting!r}")
         if isinstance(unet, dict):
-            self.unet = _build(unet)
+            self.unet = build_or_use(unet)
         else:
             object.__setattr__(self, 'unet', unet)
         object.__setattr__(self, 'fake_unet', self.unet if fake_unet is None else fake_unet)
-        self.adapter = _build(adapter)
+        self.adapter = build_or_use(adapter)
         if self.adapter is not None:
             self.adapter.requires_grad_(False).eval()
         self.adapter_weights = None if adapter_weights is None else list(adapter_weights)
         self.adapter_scale = float(adapter_scale)
-        sched = _build(scheduler)
-        self.register_buffer('alphas_cumprod', sched.alphas_cumprod.clone().float(),
-                             persistent=False)
+        self.scheduler = build_or_use(scheduler)
         self.roles = roles if roles is not None else LoRARoles()
         self.cfg_scale = float(cfg_scale)
         self.t_range = (int(t_range[0]), int(t_range[1]))
         self.fake_uses_adapter = fake_uses_adapter
         self.grad_form, self.eps_weighting = grad_form, eps_weighting
-        self._rng = make_generator(seed)
+        self._rng = seeded_rng(seed)
 
     def train(self, mode: bool = True) -> 'VSDRegularizer':
         """Keep the frozen adapter in eval mode."""
@@ -183,7 +134,7 @@ class VSDRegularizer(nn.Module):
             ``eps_u + s (eps_c - eps_u)``, float32.
         """
         both = None if feats is None else [torch.cat([f, f]) for f in feats]
-        with self.roles.use(None):
+        with self.roles.use(TEACHER_ROLE):
             eps = self._unet_eps(self.unet, torch.cat([z_t, z_t]), torch.cat([t, t]),
                                  torch.cat([negative_embeds, prompt_embeds]), both)
         eps_u, eps_c = eps.chunk(2)
@@ -221,18 +172,18 @@ class VSDRegularizer(nn.Module):
             noise = sample_noise(z0.detach().float(), self._rng)
         with torch.no_grad():
             z0_d = z0.detach().float()
-            z_t = add_noise(z0_d, noise, self.alphas_cumprod, timesteps)
+            z_t = add_noise(self.scheduler, z0_d, noise, timesteps)
             eps_real = self.teacher_eps(z_t, timesteps, prompt_embeds, negative_embeds, feats)
             eps_fake = self.fake_eps(z_t, timesteps, prompt_embeds, feats)
-            x0_real = x0_from_eps(z_t, eps_real, self.alphas_cumprod, timesteps)
-            x0_fake = x0_from_eps(z_t, eps_fake, self.alphas_cumprod, timesteps)
+            x0_real = x0_from_eps(self.scheduler, z_t, eps_real, timesteps)
+            x0_fake = x0_from_eps(self.scheduler, z_t, eps_fake, timesteps)
             if self.grad_form == 'x0':
                 weight = (z0_d - x0_real).abs().mean(dim=(1, 2, 3), keepdim=True)
                 grad = (x0_fake - x0_real) / weight
             else:
                 w = torch.ones_like(timesteps, dtype=torch.float32)
                 if self.eps_weighting == 'sigma2':
-                    w = 1 - self.alphas_cumprod.to(z0.device)[timesteps]
+                    w = 1 - self.scheduler.alphas_cumprod.to(z0.device)[timesteps].float()
                 grad = w.reshape(-1, 1, 1, 1) * (eps_real - eps_fake)
         loss = F.mse_loss(z0.float(), (z0_d - grad).detach())
         info = dict(timesteps=timesteps, noise=noise, z_t=z_t, x0_real=x0_real,

@@ -4,7 +4,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from icmsr.registry import MODELS
+from icmsr.registry import MODELS, build_or_use
 
 # OSEDiff's negative prompt for the teacher's classifier-free guidance.
 DEFAULT_NEGATIVE_PROMPT = (
@@ -14,10 +14,6 @@ DEFAULT_NEGATIVE_PROMPT = (
     'over-smooth')
 
 _SOURCES = ('caption', 'fixed', 'empty')
-
-
-def _build(cfg: Union[Dict[str, Any], nn.Module, Any]) -> Any:
-    return MODELS.build(cfg) if isinstance(cfg, dict) else cfg
 
 
 @MODELS.register_module()
@@ -50,9 +46,9 @@ class PromptEncoder(nn.Module):
         super().__init__()
         if source not in _SOURCES:
             raise ValueError(f'PromptEncoder source must be one of {_SOURCES}, got {source!r}')
-        self.text_encoder = _build(text_encoder)
+        self.text_encoder = build_or_use(text_encoder)
         self.text_encoder.requires_grad_(False).eval()
-        self.tokenizer = _build(tokenizer)
+        self.tokenizer = build_or_use(tokenizer)
         self.source = source
         self.fixed_prompt = fixed_prompt
         self.suffix = suffix

@@ -104,7 +104,7 @@ def test_aux_timesteps_in_0_1000_and_loss_matches_definition():
     t = torch.tensor([10, 990])
     eps = torch.randn(2, 4, 8, 8)
     loss = aux(z0, embeds[:2], timesteps=t, noise=eps)
-    abar = aux.alphas_cumprod[t].view(-1, 1, 1, 1)
+    abar = aux.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
     with torch.no_grad(), model.roles.use('aux'):
         pred = model.unet(abar.sqrt() * z0 + (1 - abar).sqrt() * eps, t,
                           encoder_hidden_states=embeds[:2]).sample

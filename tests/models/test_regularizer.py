@@ -4,7 +4,7 @@ import torch
 
 from model_testlib import build_tiny, randomize_lora
 
-from icmsr.models.regularizer import cfg_combine
+from icmsr.models.diffusion import cfg_combine
 
 
 def _setup(seed=0):
@@ -22,7 +22,7 @@ def _setup(seed=0):
 
 def _osediff_vsd(model, z0, embeds, neg, t, eps, feats=None):
     """Independent text-only OSEDiff VSD (x0 form), straight from the UNet."""
-    unet, roles, abar = model.unet, model.roles, model.regularizer.alphas_cumprod[t].view(-1, 1, 1, 1)
+    unet, roles, abar = model.unet, model.roles, model.regularizer.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
     z_t = abar.sqrt() * z0 + (1 - abar).sqrt() * eps
     with torch.no_grad():
         with roles.use('aux'):

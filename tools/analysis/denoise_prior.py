@@ -73,7 +73,7 @@ class DenoisePrior:
         cond_cfg.pop('type', None)
         cond_cfg.pop('mode', None)
         self.extractor = ConditionExtractor(mode='multi', **cond_cfg)
-        self.alphas_cumprod = sched.alphas_cumprod.float()
+        self.scheduler = sched
 
     @staticmethod
     def _adapters(model_cfg: Dict[str, Any], color: Optional[str], canny: Optional[str], build) -> Dict:
@@ -131,7 +131,7 @@ class DenoisePrior:
         Returns:
             ``{'z0', 'images': {cond: [img per t]}, 'rmse': {cond: [latent RMSE per t]}, 'cond_inputs'}``.
         """
-        from icmsr.models.generator import add_noise, x0_from_eps
+        from icmsr.models.diffusion import add_noise, x0_from_eps
         missing = [c for c in conditions if c not in self.teachers]
         if missing:
             raise ValueError(f'No adapter for {missing}: the config has none; pass --adapter-color / '
@@ -144,16 +144,16 @@ class DenoisePrior:
         images: Dict[str, List[torch.Tensor]] = {c: [] for c in conditions}
         rmse: Dict[str, List[float]] = {c: [] for c in conditions}
         for t in timesteps:
-            if not 0 <= t < len(self.alphas_cumprod):
-                raise ValueError(f'timestep {t} outside [0, {len(self.alphas_cumprod)}).')
+            if not 0 <= t < len(self.scheduler.alphas_cumprod):
+                raise ValueError(f'timestep {t} outside [0, {len(self.scheduler.alphas_cumprod)}).')
             ts = torch.tensor([int(t)], device=self.device)
             eps = torch.randn(z0.shape, generator=gen).to(self.device)
-            z_t = add_noise(z0, eps, self.alphas_cumprod, ts)
+            z_t = add_noise(self.scheduler, z0, eps, ts)
             for cond in conditions:
                 reg = self.teachers[cond]
                 feats = reg.adapter_features(inputs[cond])
                 eps_hat = reg.teacher_eps(z_t, ts, embeds, negative, feats)
-                x0 = x0_from_eps(z_t, eps_hat, self.alphas_cumprod, ts)
+                x0 = x0_from_eps(self.scheduler, z_t, eps_hat, ts)
                 rmse[cond].append((x0 - z0).pow(2).mean().sqrt().item())
                 images[cond].append(self.decode(x0).cpu())
         return dict(z0=z0, images=images, rmse=rmse, cond_inputs=inputs)
