@@ -3,7 +3,4 @@
 # and makes VSD degenerate towards SDS (Lemma 1); it is the negative ablation.
 _base_ = ['./icmsr_multi.py']
 
-model = dict(
-    adapter=dict(_delete_=True, type='SDT2IAdapter', from_pretrained={{_base_.adapter_color}}),
-    adapter_weights=None,
-    data_preprocessor=dict(condition=dict(mode='lq')))
+model = dict(condition=dict(kind='lq', adapters=[{{_base_.adapter_color}}], weights=None))

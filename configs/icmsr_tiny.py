@@ -7,13 +7,14 @@
 #   <tiny_root>/train/*.png           scikit-image sample photos, 128 px
 #   <tiny_root>/test/test_{LR,HR}/    synthetic pairs (seed 0), GT 128 px, LQ 32 px
 # tiny_root defaults to work_dirs/icmsr_tiny/data; set ICMSR_TINY_DATA to move it.
-_base_ = ['./icmsr_multi.py']
+_base_ = ['./icmsr_multi.py', './_base_/models/sd14_arch.py']
 
 tiny_root = '{{$ICMSR_TINY_DATA:work_dirs/icmsr_tiny/data}}'
 max_iters = 200
 crop_size = 64
 
-# Same block types as SD v1-4, a few thousand channels (see icmsr/models/arch_configs.py).
+# The one definition of the tiny architectures: the same block types as SD v1-4 and the
+# TencentARC adapters (configs/_base_/models/sd14_arch.py), a few thousand channels.
 tiny_unet = dict(
     sample_size=8, in_channels=4, out_channels=4, center_input_sample=False,
     flip_sin_to_cos=True, freq_shift=0,
@@ -34,10 +35,6 @@ tiny_text_encoder = dict(
     num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
     hidden_act='quick_gelu', layer_norm_eps=1e-5, bos_token_id=0, eos_token_id=2,
     pad_token_id=1)
-sd14_scheduler = dict(
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-    beta_schedule='scaled_linear', clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-    prediction_type='epsilon')
 tiny_adapter_color = dict(in_channels=3, channels=(32, 32, 64), num_res_blocks=1,
                           downscale_factor=8, adapter_type='light_adapter')
 tiny_adapter_canny = dict(in_channels=1, channels=(32, 32, 64, 64), num_res_blocks=1,
@@ -48,18 +45,18 @@ model = dict(
     vae=dict(_delete_=True, type='SDVAE', from_config=tiny_vae),
     text_encoder=dict(_delete_=True, type='SDTextEncoder', from_config=tiny_text_encoder),
     tokenizer=dict(_delete_=True, type='SDTokenizer', from_config=dict(kind='tiny')),
-    scheduler=dict(_delete_=True, type='SDScheduler', from_config=sd14_scheduler),
-    adapter=dict(
-        _delete_=True,
-        type='SDMultiAdapter',
-        adapters=[dict(type='SDT2IAdapter', from_config=tiny_adapter_color),
-                  dict(type='SDT2IAdapter', from_config=tiny_adapter_canny)]),
+    scheduler=dict(_delete_=True, type='SDScheduler', from_config={{_base_.sd14_scheduler}}),
+    # The random frozen weights are drawn from this seed, so every build of this config
+    # (training, tools/test.py, tools/infer.py) has the base its LoRA was trained on.
+    base_seed=0,
+    condition=dict(adapters=[dict(type='SDT2IAdapter', from_config=tiny_adapter_color),
+                             dict(type='SDT2IAdapter', from_config=tiny_adapter_canny)]),
     # The LPIPS term stays, on SqueezeNet (its calibrated heads ship with the lpips
     # wheel) with a random backbone on purpose: no ImageNet weights offline, and
     # building VGG16 alone would take longer than the tiny UNet's training step.
     lpips=dict(_delete_=True, net='squeeze', backbone_weights=None),
     # Blur kernels that fit the smallest intermediate image of a 64 px crop.
-    data_preprocessor=dict(degradation=dict(kernel_sizes=(7, 9, 11))),
+    degradation=dict(kernel_sizes=(7, 9, 11)),
 )
 
 train_pipeline = [

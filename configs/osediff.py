@@ -1,11 +1,6 @@
 # OSEDiff (Tables 1, 2, 4 "OSDiff/OSEDiff†"): the text-conditioned VSD baseline, trained
-# with the same backbone, data and schedule. Equivalent to adapter scale 0 (Table 4): the
-# adapters and the condition extractor are dropped altogether, which gives the same
-# regulariser without computing (or downloading) the adapters.
+# with the same backbone, data and schedule. The teacher has no structural condition
+# (adapter scale 0 of Table 4 without computing - or downloading - the adapters).
 _base_ = ['./icmsr_multi.py']
 
-model = dict(
-    adapter=None,
-    adapter_weights=None,
-    regularizer=dict(adapter_scale=0.0),
-    data_preprocessor=dict(condition=None))
+model = dict(condition=None)

@@ -13,5 +13,4 @@ class SRDataSample(BaseDataElement):
     Data fields (set by models):
         pred_img (Tensor): SR output, float32 ``(3, H, W)`` in ``[0, 1]``, on CPU.
         gt_img (Tensor): ground truth, float32 ``(3, H, W)`` in ``[0, 1]``, when known.
-        lq_img (Tensor): the model's LQ input, float32 ``(3, h, w)`` in ``[0, 1]``.
     """

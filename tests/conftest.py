@@ -6,8 +6,11 @@ starts, which inherit the environment) runs single-threaded unless the caller
 sets ``OMP_NUM_THREADS`` itself.
 """
 import os
+import sys
 
 os.environ.setdefault('OMP_NUM_THREADS', '1')
+# Shared test helpers (tiny_config.py) import as top-level modules from any test folder.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 

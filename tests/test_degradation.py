@@ -129,7 +129,7 @@ def test_usm_matches_basicsr_usmsharp():
     ref = USMSharp()(gt)
     assert (ours - ref).abs().max() < 1e-5
     assert (ours - gt).abs().max() > 0.05  # it does sharpen
-    d = RealESRGANDegradation(use_usm=True)
+    d = RealESRGANDegradation(usm=dict())
     out = d(gt, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(out['gt'], ref, atol=1e-5)
 
@@ -178,8 +178,10 @@ def test_clear_input_errors():
         d(torch.rand(1, 3, 130, 128))
     with pytest.raises(ValueError, match='too small'):
         d(torch.rand(1, 3, 64, 64))
-    with pytest.raises(ValueError, match='kernel_list'):
-        RealESRGANDegradation(kernel_list=('iso', 'bogus'), kernel_prob=(0.5, 0.5))
+    with pytest.raises(ValueError, match=r'degradation\.stage1\.kernel_list'):
+        RealESRGANDegradation(stage1=dict(kernel_list=('iso', 'bogus'), kernel_prob=(0.5, 0.5)))
+    with pytest.raises(KeyError, match=r'degradation\.stage2: unknown keys \[.noise_rang.\]'):
+        RealESRGANDegradation(stage2=dict(noise_rang=(1, 2)))
 
 
 @pytest.mark.parametrize('gray_prob', [0.0, 0.4, 1.0])

@@ -12,8 +12,9 @@ import sys
 from mmengine.config import Config, DictAction
 
 import icmsr  # noqa: F401  (applies the checkpoint-loading shims)
-from icmsr.apis import describe_generator, export_generator, init_model
-from icmsr.apis.model_loading import generator_and_text_cfgs, model_scale
+from icmsr.apis import export_model, init_model
+from icmsr.apis.model_loading import model_config
+from icmsr.models import OneStepSR
 from icmsr.registry import register_all_modules
 
 
@@ -31,9 +32,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--config', required=True, help='the config the checkpoint was trained with')
     p.add_argument('--out', required=True, help='output folder')
     p.add_argument('--merged', action='store_true', help='also write merged/unet and merged/vae')
-    p.add_argument('--base-model', help='record this base model id/folder instead of the config\'s')
-    p.add_argument('--allow-random-base', action='store_true',
-                   help='export even if the config builds UNet/VAE with random weights (tests, demos)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
     return p.parse_args(argv)
 
@@ -52,18 +50,11 @@ def main(argv=None) -> int:
     config = Config.fromfile(args.config)
     if args.cfg_options:
         config.merge_from_dict(args.cfg_options)
-    model_cfg = config.model.to_dict()
-    cfgs = generator_and_text_cfgs(model_cfg)
-    description = describe_generator(cfgs['generator'], cfgs['text'], model_scale(model_cfg), args.base_model,
-                                     extra=dict(source_checkpoint=args.checkpoint, config=args.config,
-                                                icmsr_version=icmsr.__version__))
-    if description['random_base_components'] and not args.allow_random_base:
-        print(f'error: the config builds {description["random_base_components"]} with random weights '
-              '(from_config); the LoRA could not be applied to anything reproducible. Use a config with '
-              'from_pretrained weights, or pass --allow-random-base for a demo export.', file=sys.stderr)
-        return 2
+    model_cfg = OneStepSR.inference_config(model_config(config))
     model = init_model(config, args.checkpoint, device='cpu', dtype='float32', fuse=False)
-    files = export_generator(model.generator, args.out, description, merged=args.merged)
+    files = export_model(model, args.out, model_cfg, merged=args.merged,
+                         extra=dict(source_checkpoint=args.checkpoint, config=args.config,
+                                    icmsr_version=icmsr.__version__))
     print(json.dumps(files, indent=2))
     return 0
 

@@ -4,12 +4,15 @@
 input names. Images of any size are processed in overlapping tiles; see docs/inference.md.
 """
 import argparse
+import dataclasses
 import sys
+import time
 
 from mmengine.config import Config, DictAction
 
 import icmsr  # noqa: F401  (applies the checkpoint-loading shims)
-from icmsr.apis import SRInferencer, TileSettings
+from icmsr.apis import SRInferencer, UntrainedModelError
+from icmsr.models.base_fingerprint import BaseMismatchError
 from icmsr.registry import register_all_modules
 from icmsr.utils.color_correction import COLOR_FIX_MODES
 from icmsr.utils.tiling import BLEND_MODES
@@ -27,7 +30,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description='ICM-SR inference on files, folders or globs')
     p.add_argument('--config', help='training config (optional when --weights is an export folder)')
     p.add_argument('--weights', help='checkpoint .pth from tools/train.py, or a LoRA export folder '
-                   'from tools/export_lora.py (omitted: untrained LoRA, smoke tests only)')
+                   'from tools/export_lora.py')
+    p.add_argument('--allow-untrained', action='store_true',
+                   help='run without --weights (untrained LoRA: smoke tests only)')
+    p.add_argument('--allow-base-mismatch', action='store_true',
+                   help='load weights trained on another frozen base (a deliberate transfer)')
     p.add_argument('--input', required=True, help='image file, folder, or quoted glob pattern')
     p.add_argument('--output', required=True, help='output folder (same file names as the inputs)')
     p.add_argument('--device', default=None, help='cuda, cuda:1, cpu (default: cuda if available)')
@@ -39,17 +46,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--prompt', default='', help='fixed prompt for every image (default: empty)')
     p.add_argument('--captions',
                    help='per-image captions: folder of <stem>.txt, JSON, or name<TAB>caption file')
-    p.add_argument('--color-fix', default='none', choices=COLOR_FIX_MODES,
-                   help='colour correction of the output toward the input')
-    p.add_argument('--tile-size', type=int, default=512, help='UNet tile in output pixels (multiple of 8)')
-    p.add_argument('--tile-overlap', type=int, default=64, help='UNet tile overlap in output pixels')
-    p.add_argument('--vae-tile-size', type=int, default=512, help='VAE encoder/decoder tile in output pixels')
-    p.add_argument('--vae-overlap', type=int, default=64, help='VAE tile overlap in output pixels')
-    p.add_argument('--blend', default='gaussian', choices=BLEND_MODES, help='tile blending window')
+    p.add_argument('--color-fix', default=None, choices=COLOR_FIX_MODES,
+                   help='colour correction of the output toward the input (default: the config\'s '
+                   'model.test_cfg.color_fix)')
+    p.add_argument('--tile-size', type=int, help='UNet tile in output pixels, multiple of 8 '
+                   '(default: the config\'s model.test_cfg, 512)')
+    p.add_argument('--tile-overlap', type=int, help='UNet tile overlap in output pixels (default 64)')
+    p.add_argument('--vae-tile-size', type=int, help='VAE encoder/decoder tile in output pixels (default 512)')
+    p.add_argument('--vae-overlap', type=int, help='VAE tile overlap in output pixels (default 64)')
+    p.add_argument('--blend', choices=BLEND_MODES, help='tile blending window (default gaussian)')
     p.add_argument('--seed', type=int, default=0, help='seed set before every image')
     p.add_argument('--ext', help='output extension (png, jpg, ...); default: keep the input\'s')
     p.add_argument('--recursive', action='store_true', help='descend into sub-folders')
     p.add_argument('--skip-existing', action='store_true', help='do not redo outputs that exist')
+    p.add_argument('--no-progress', action='store_true', help='no progress bars')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
     return p.parse_args(argv)
 
@@ -70,11 +80,27 @@ def main(argv=None) -> int:
         config = Config.fromfile(args.config)
         if args.cfg_options:
             config.merge_from_dict(args.cfg_options)
-    tiles = TileSettings(args.tile_size, args.tile_overlap, args.vae_tile_size, args.vae_overlap, args.blend)
-    inferencer = SRInferencer(config, args.weights, args.device, args.dtype, not args.no_fuse, tiles,
-                              args.color_fix, args.prompt, args.captions, args.seed, args.base_model,
-                              args.scale)
-    summary = inferencer(args.input, args.output, args.ext, args.recursive, args.skip_existing)
+    if args.weights is None and not args.allow_untrained:
+        print('error: --weights is required (a checkpoint or an export folder); pass '
+              '--allow-untrained to run the untrained LoRA on purpose.', file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    print('building the model ...', flush=True)
+    try:
+        inferencer = SRInferencer(config, args.weights, args.device, args.dtype, not args.no_fuse,
+                                  None, args.color_fix, args.prompt, args.captions, args.seed,
+                                  args.base_model, args.scale, allow_untrained=args.allow_untrained,
+                                  base_check='warn' if args.allow_base_mismatch else 'error')
+    except (BaseMismatchError, UntrainedModelError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    given = {k: getattr(args, k) for k in ('tile_size', 'tile_overlap', 'vae_tile_size',
+                                           'vae_overlap', 'blend') if getattr(args, k) is not None}
+    inferencer.tiles = dataclasses.replace(inferencer.tiles, **given)
+    inferencer.tiles.validate()
+    print(f'model ready in {time.perf_counter() - start:.1f} s', flush=True)
+    summary = inferencer(args.input, args.output, args.ext, args.recursive, args.skip_existing,
+                         progress=not args.no_progress)
     print(summary.format())
     return 1 if summary.failed else 0
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from icmsr.models.diffusion import GENERATOR_ROLE
-from icmsr.models.lora import ALWAYS, LoRABranch, lora_branch_count
+from icmsr.models.lora import ALWAYS, LoRABranch, lora_branch_count, module_name
 
 
 def lora_delta_weight(branch: LoRABranch, base: nn.Module) -> torch.Tensor:
@@ -41,10 +41,10 @@ def lora_delta_weight(branch: LoRABranch, base: nn.Module) -> torch.Tensor:
 
 
 def _fuse_branches(model: nn.Module, branches: nn.ModuleDict, role: str) -> int:
-    """Fold every branch of ``branches`` (keys: module names with '.' -> '__') into ``model``."""
+    """Fold every branch of ``branches`` (keys: ``lora.branch_key`` of module names) into ``model``."""
     count = 0
     for key, branch in branches.items():
-        layer = model.get_submodule(key.replace('__', '.'))
+        layer = model.get_submodule(module_name(key))
         if layer._icmsr_branches.get(role) is not branch:
             raise RuntimeError(f'LoRA branch {key} is not attached to its layer for role {role!r} '
                                '(already fused?).')

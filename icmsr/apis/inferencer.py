@@ -1,35 +1,72 @@
-"""Super-resolve files, folders and globs; the engine behind ``tools/infer.py``."""
+"""Super-resolve files, folders, globs and in-memory images; the engine behind ``tools/infer.py``.
+
+Everything here runs :meth:`icmsr.models.OneStepSR.super_resolve`, the toolkit's one
+super-resolution path, on one image at a time.
+"""
+import dataclasses
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
-from icmsr.datasets.image_io import load_image_rgb
+from icmsr.datasets.image_io import load_image_rgb, pil_to_rgb_array
+from icmsr.models.one_step_sr import OneStepSR
+from icmsr.utils.tiling import TileSettings
 from .inputs import PromptSource, collect_inputs, output_name
-from .model_loading import SRInferenceModel, init_model
-from .pipeline import TiledSuperResolver, TileSettings
+from .model_loading import default_device, init_model
 
-ImageLike = Union[str, np.ndarray, torch.Tensor]
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
 
-def _to_tensor(image: ImageLike) -> torch.Tensor:
-    """A path, ``(H, W, 3)`` uint8 array or ``(3, H, W)`` float tensor -> ``(1, 3, H, W)`` in ``[0, 1]``."""
-    if isinstance(image, str):
-        image = load_image_rgb(image)  # EXIF orientation, 16-bit, CMYK... handled there
+def _array_to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """``(H, W)``, ``(H, W, 1|3|4)`` uint8 or float-in-[0, 1] arrays -> ``(H, W, 3)`` uint8."""
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f'Expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image array, '
+                         f'got shape {image.shape}.')
+    image = image[..., :3]  # drop alpha, as the file loader does
+    if image.dtype != np.uint8:
+        if not np.issubdtype(image.dtype, np.floating):
+            raise ValueError(f'Image arrays must be uint8 or float in [0, 1], got {image.dtype}.')
+        if image.size and (np.nanmin(image) < 0 or np.nanmax(image) > 1 or np.isnan(image).any()):
+            raise ValueError('Float image arrays must hold values in [0, 1].')
+        image = np.round(image * 255).astype(np.uint8)
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image)
+
+
+def image_to_tensor(image: ImageLike) -> torch.Tensor:
+    """Any supported image -> ``(1, 3, H, W)`` float32 in ``[0, 1]``.
+
+    Args:
+        image: a file path (read by the toolkit's image reader: EXIF, 16-bit, CMYK...),
+            a Pillow image, an ``(H, W[, C])`` uint8 or float array (gray, RGB or RGBA),
+            or a ``(3, H, W)`` / ``(1, 3, H, W)`` float tensor in ``[0, 1]``.
+
+    Returns:
+        The tensor.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        image = load_image_rgb(os.fspath(image))
+    elif isinstance(image, Image.Image):
+        image = pil_to_rgb_array(image)
     if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f'Expected an (H, W, 3) uint8 RGB array, got {image.shape} {image.dtype}.')
-        return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 255.0
+        rgb = _array_to_rgb_uint8(image)
+        return torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255.0
     if isinstance(image, torch.Tensor):
         t = image[None] if image.dim() == 3 else image
         if t.dim() != 4 or t.shape[:2] != (1, 3):
             raise ValueError(f'Expected a (3, H, W) or (1, 3, H, W) tensor, got {tuple(image.shape)}.')
         return t.float()
-    raise TypeError(f'Unsupported image type {type(image).__name__}.')
+    raise TypeError(f'Unsupported image type {type(image).__name__}: pass a path, a PIL image, '
+                    'a numpy array or a tensor.')
 
 
 def to_uint8(sr: torch.Tensor) -> np.ndarray:
@@ -37,26 +74,29 @@ def to_uint8(sr: torch.Tensor) -> np.ndarray:
     return (sr[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
-def super_resolve_image(model: SRInferenceModel, image: ImageLike, prompt: str = '',
-                        tiles: Optional[TileSettings] = None, color_fix: str = 'none',
-                        seed: Optional[int] = 0) -> np.ndarray:
-    """Super-resolve one image with a model from :func:`icmsr.apis.init_model`.
+def super_resolve_image(model: OneStepSR, image: Union[ImageLike, Sequence[ImageLike]],
+                        prompt: str = '', tiles: Optional[TileSettings] = None,
+                        color_fix: Optional[str] = None,
+                        seed: Optional[int] = 0) -> Union[np.ndarray, List[np.ndarray]]:
+    """Super-resolve one image (or a list of them) with a model from :func:`init_model`.
 
     Args:
         model: The inference model.
-        image: File path, ``(H, W, 3)`` uint8 RGB array or ``(3, H, W)`` float tensor in ``[0, 1]``.
+        image: See :func:`image_to_tensor`; a list gives a list of results.
         prompt: Text prompt.
-        tiles: Tiling settings (default: 512 px tiles, 64 px overlap).
-        color_fix: ``'none'``, ``'adain'`` or ``'wavelet'``.
-        seed: Seed of torch's RNG before the call (None: leave it alone).
+        tiles: Tiling settings (default: the model's ``test_cfg``).
+        color_fix: ``'none'``, ``'adain'`` or ``'wavelet'`` (default: the model's ``test_cfg``).
+        seed: Seed of torch's RNG before each image (None: leave it alone).
 
     Returns:
-        ``(H * scale, W * scale, 3)`` uint8 RGB array.
+        ``(H * scale, W * scale, 3)`` uint8 RGB array(s).
     """
+    if isinstance(image, (list, tuple)):
+        return [super_resolve_image(model, one, prompt, tiles, color_fix, seed) for one in image]
     if seed is not None:
         torch.manual_seed(seed)
-    runner = TiledSuperResolver(model.generator, model.encode_prompts, model.scale, tiles, color_fix)
-    return to_uint8(runner(_to_tensor(image), prompt))
+    return to_uint8(model.super_resolve(image_to_tensor(image), [prompt], tiles=tiles,
+                                        color_fix=color_fix))
 
 
 @dataclass
@@ -69,6 +109,8 @@ class InferenceSummary:
         skipped: Inputs skipped because their output existed.
         seconds: Wall time of the run.
         missing_captions: Inputs without a caption (the fixed prompt was used).
+        settings: Device, dtype, output folder and tiling of the run.
+        tiles: UNet tiles processed in total.
     """
 
     written: List[str] = field(default_factory=list)
@@ -76,11 +118,17 @@ class InferenceSummary:
     skipped: List[str] = field(default_factory=list)
     seconds: float = 0.0
     missing_captions: List[str] = field(default_factory=list)
+    settings: Dict[str, Any] = field(default_factory=dict)
+    tiles: int = 0
 
     def format(self) -> str:
         """A human-readable report (one line per failure)."""
         lines = [f'{len(self.written)} written, {len(self.failed)} failed, {len(self.skipped)} skipped '
                  f'in {self.seconds:.1f} s']
+        if self.settings:
+            s = self.settings
+            lines.append(f"device {s.get('device')}, {s.get('dtype')}, {self.tiles} UNet tile(s) of "
+                         f"{s.get('tile_size')} px, output folder {s.get('output')}")
         if self.missing_captions:
             lines.append(f'{len(self.missing_captions)} image(s) had no caption and used the fixed prompt')
         if self.failed:
@@ -105,8 +153,26 @@ def save_image(array: np.ndarray, path: str) -> None:
     Image.fromarray(array).save(path, **kwargs)
 
 
+def check_writable(folder: str) -> None:
+    """Create ``folder`` and make sure files can be written there, before any work is done.
+
+    Args:
+        folder: The output folder.
+
+    Raises:
+        OSError: naming the folder, when it cannot be created or written.
+    """
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix='.write-check-'):
+            pass
+    except OSError as err:
+        raise OSError(f'Output folder {folder!r} is not writable ({err.strerror or err}); '
+                      'choose another --output.') from err
+
+
 class SRInferencer:
-    """Super-resolve images with a trained ICM-SR generator.
+    """Super-resolve images with a trained one-step SR model.
 
     Example::
 
@@ -121,51 +187,57 @@ class SRInferencer:
         device: Device (default: CUDA when available).
         dtype: ``float32``, ``float16`` or ``bfloat16``.
         fuse: Fold the LoRA into the base weights.
-        tiles: Tiling settings.
-        color_fix: Colour correction toward the input.
+        tiles: Tiling settings (default: the config's ``test_cfg``).
+        color_fix: Colour correction toward the input (default: the config's ``test_cfg``).
         prompt: Fixed prompt (``''``: empty prompt).
         captions: Per-image captions (folder of ``<stem>.txt``, JSON or TSV file).
         seed: Seed set before every image (outputs do not depend on file order).
         base_model: Base-model folder/hub id overriding an export's.
         scale: Override the model's upscaling factor.
-        model: An already built :class:`SRInferenceModel` (then config/weights are ignored).
+        model: An already built :class:`OneStepSR` (then config/weights are ignored).
+        allow_untrained: Run without trained weights (smoke tests).
+        base_check: ``'error'`` or ``'warn'`` for weights trained on another base.
     """
 
     def __init__(self, config: Any = None, weights: Optional[str] = None, device: Optional[str] = None,
                  dtype: Any = 'float32', fuse: bool = True, tiles: Optional[TileSettings] = None,
-                 color_fix: str = 'none', prompt: str = '', captions: Optional[str] = None,
+                 color_fix: Optional[str] = None, prompt: str = '', captions: Optional[str] = None,
                  seed: Optional[int] = 0, base_model: Optional[str] = None,
-                 scale: Optional[int] = None, model: Optional[SRInferenceModel] = None) -> None:
-        if device is None:
-            device = 'cuda' if torch.cuda.is_available() else 'cpu'
+                 scale: Optional[int] = None, model: Optional[OneStepSR] = None,
+                 allow_untrained: bool = False, base_check: str = 'error') -> None:
+        self.device = str(device or default_device())
+        self.dtype = str(dtype)
         self.model = model if model is not None else init_model(
-            config, weights, device, dtype, fuse, base_model, scale)
-        self.runner = TiledSuperResolver(self.model.generator, self.model.encode_prompts,
-                                         self.model.scale, tiles, color_fix)
+            config, weights, self.device, dtype, fuse, base_model, scale, allow_untrained, base_check)
+        self.tiles = tiles or dataclasses.replace(self.model.tiles)
+        self.tiles.validate()
+        self.color_fix = color_fix
         self.prompts = PromptSource(prompt, captions)
         self.seed = seed
 
-    def process_one(self, path: str) -> np.ndarray:
+    def process_one(self, path: str, progress: Optional[Any] = None) -> np.ndarray:
         """Load, super-resolve and return one image (errors propagate).
 
         Args:
             path: Input image file.
+            progress: Optional ``progress(stage, done, total)`` callback of the tiles.
 
         Returns:
             The SR image, ``(H, W, 3)`` uint8.
         """
         if self.seed is not None:
             torch.manual_seed(self.seed)
-        lq = _to_tensor(path)
-        return to_uint8(self.runner(lq, self.prompts(path)))
+        sr = self.model.super_resolve(image_to_tensor(path), [self.prompts(path)], tiles=self.tiles,
+                                      color_fix=self.color_fix, progress=progress)
+        return to_uint8(sr)
 
     def __call__(self, inputs: str, output_dir: str, ext: Optional[str] = None,
                  recursive: bool = False, skip_existing: bool = False,
                  progress: bool = True) -> InferenceSummary:
         """Super-resolve every image of ``inputs`` into ``output_dir`` (same names).
 
-        A file that cannot be read or processed is recorded with its reason and
-        the run goes on with the next file.
+        The output folder is checked for writing first. A file that cannot be
+        read or processed is recorded with its reason and the run goes on.
 
         Args:
             inputs: File, folder or glob pattern.
@@ -173,19 +245,24 @@ class SRInferencer:
             ext: Output extension (default: keep the input's).
             recursive: Descend into sub-folders of a folder input.
             skip_existing: Do not recompute outputs that exist.
-            progress: Show a tqdm progress bar.
+            progress: Show tqdm progress bars (images, and tiles of the current image).
 
         Returns:
             The run's :class:`InferenceSummary`.
         """
         from tqdm import tqdm
         items = collect_inputs(inputs, recursive)
-        summary = InferenceSummary()
+        check_writable(output_dir)
+        summary = InferenceSummary(settings=dict(device=self.device, dtype=self.dtype,
+                                                 output=output_dir, tile_size=self.tiles.tile_size))
         start = time.perf_counter()
         bar = tqdm(items, desc='super-resolving', unit='img', disable=not progress)
-        if progress:
-            self.runner.progress = lambda stage, done, total: bar.set_postfix_str(
-                f'{stage} tile {done}/{total}', refresh=False)
+
+        def on_tile(stage: str, done: int, total: int) -> None:
+            if stage == 'denoise' and done == total:
+                summary.tiles += total
+            bar.set_postfix_str(f'{stage} tile {done}/{total}', refresh=True)
+
         try:
             for path, rel in bar:
                 out_path = os.path.join(output_dir, output_name(rel, ext))
@@ -193,7 +270,7 @@ class SRInferencer:
                     summary.skipped.append(path)
                     continue
                 try:
-                    save_image(self.process_one(path), out_path)
+                    save_image(self.process_one(path, on_tile), out_path)
                 except (OSError, ValueError, RuntimeError, MemoryError) as err:
                     # OSError covers unreadable files (ImageLoadError); RuntimeError covers
                     # out-of-memory, which we clear so the next (smaller) file can run.
@@ -203,7 +280,6 @@ class SRInferencer:
                     continue
                 summary.written.append(out_path)
         finally:
-            self.runner.progress = None
             bar.close()
         summary.seconds = time.perf_counter() - start
         summary.missing_captions = list(self.prompts.missing)

@@ -10,13 +10,15 @@ An export folder holds:
 * ``vae_lora.safetensors`` - the VAE-encoder LoRA, keys ``vae.<module>.lora_A/B.weight``.
 * ``unet_conv_in.safetensors`` - full ``conv_in.weight``/``conv_in.bias`` when the
   generator trained its own ``conv_in``.
-* ``icmsr_lora.json`` - what is needed to rebuild the generator: the base
-  model (hub id or folder) of every component, LoRA rank/alpha/targets, the
-  timestep, the upscaling factor and the prompt settings.
+* ``icmsr_lora.json`` - what is needed to rebuild the model: its ``OneStepSR``
+  config (the base model of every component, LoRA rank/alpha/targets, the
+  timestep, the upscaling factor, prompt and test settings), the fingerprint of
+  the frozen base the LoRA was trained on, and LoRA rank/alpha/targets.
 
-:func:`build_generator_from_export` rebuilds the generator from the base SD
-weights plus these files; ``merged=True`` in :func:`export_generator` also
-writes ``merged/unet`` and ``merged/vae`` with the LoRA folded into the weights.
+:func:`build_model_from_export` rebuilds the model from the base SD weights plus
+these files (and refuses a base whose fingerprint differs); ``merged=True`` in
+:func:`export_model` also writes ``merged/unet`` and ``merged/vae`` with the LoRA
+folded into the weights.
 """
 import copy
 import json
@@ -27,9 +29,11 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
+from icmsr.models.base_fingerprint import check_fingerprint
 from icmsr.models.generator import OneStepGenerator
+from icmsr.models.lora import module_name
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_FILE = 'icmsr_lora.json'
 UNET_FILE, VAE_FILE = 'unet_lora.safetensors', 'vae_lora.safetensors'
 CONV_IN_FILE = 'unet_conv_in.safetensors'
@@ -40,7 +44,7 @@ def _branch_state(branches: nn.ModuleDict, prefix: str) -> Dict[str, torch.Tenso
     """``{prefix.<module>.lora_A.weight: down, ...lora_B.weight: up}`` as contiguous float32."""
     state = {}
     for key, branch in branches.items():
-        name = key.replace('__', '.')
+        name = module_name(key)
         state[f'{prefix}.{name}.lora_A.weight'] = branch.down.weight.detach().float().cpu().contiguous()
         state[f'{prefix}.{name}.lora_B.weight'] = branch.up.weight.detach().float().cpu().contiguous()
     return state
@@ -59,25 +63,27 @@ def _peft_metadata(prefix: str, branches: nn.ModuleDict) -> str:
     """JSON of the peft LoraConfig of ``branches``, keys prefixed as diffusers expects."""
     rank, alpha = _rank_alpha(branches)
     config = dict(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias='none', use_dora=False,
-                  target_modules=sorted(k.replace('__', '.') for k in branches))
+                  target_modules=sorted(module_name(k) for k in branches))
     return json.dumps({f'{prefix}.{k}': v for k, v in config.items()}, sort_keys=True)
 
 
-def export_generator(generator: OneStepGenerator, out_dir: str, description: Dict[str, Any],
-                     merged: bool = False) -> Dict[str, str]:
-    """Write the generator's LoRA (and ``conv_in``) files plus the JSON description.
+def export_model(model: nn.Module, out_dir: str, model_cfg: Dict[str, Any],
+                 extra: Optional[Dict[str, Any]] = None, merged: bool = False) -> Dict[str, str]:
+    """Write a model's LoRA (and ``conv_in``) files plus the JSON description.
 
     Args:
-        generator: A trained, *unfused* ``OneStepGenerator``.
+        model: A trained, *unfused* ``OneStepSR`` (or subclass).
         out_dir: Output folder (created).
-        description: Base model and settings; must hold ``base_model`` (see
-            :func:`describe_generator`). Written to ``icmsr_lora.json``.
+        model_cfg: The ``OneStepSR`` config the model was built from
+            (``OneStepSR.inference_config`` of the training config).
+        extra: Anything else to record (source checkpoint, config file, version...).
         merged: Also save ``merged/unet`` and ``merged/vae`` with the LoRA folded in
             (full diffusers model folders, loadable with ``from_pretrained``).
 
     Returns:
         The written files by role.
     """
+    generator: OneStepGenerator = model.generator
     if getattr(generator, 'lora_fused', False):
         raise RuntimeError('Export the LoRA before fusing it into the base weights.')
     os.makedirs(out_dir, exist_ok=True)
@@ -86,19 +92,20 @@ def export_generator(generator: OneStepGenerator, out_dir: str, description: Dic
     files['unet'] = os.path.join(out_dir, UNET_FILE)
     save_file(_branch_state(generator.unet_lora, 'unet'), files['unet'],
               metadata={'format': 'pt', _PEFT_METADATA_KEY: _peft_metadata('unet', generator.unet_lora)})
-    meta = copy.deepcopy(description)
-    meta.update(format_version=FORMAT_VERSION, timestep=generator.timestep,
-                scaling_factor=generator.scaling_factor, infer_latent=generator.infer_latent,
-                clamp_output=generator.clamp_output,
+    cfg = _plain(model_cfg)
+    meta = dict(extra or {})
+    meta.update(format_version=FORMAT_VERSION, model=cfg,
+                base_model=(cfg.get('unet') or {}).get('from_pretrained'),
+                base_fingerprint=copy.deepcopy(model.base_fingerprint), scale=model.scale,
                 unet_lora=dict(rank=unet_rank, alpha=unet_alpha, file=UNET_FILE,
-                               targets=sorted(k.replace('__', '.') for k in generator.unet_lora)))
+                               targets=sorted(module_name(k) for k in generator.unet_lora)))
     if len(generator.vae_lora):
         files['vae'] = os.path.join(out_dir, VAE_FILE)
         save_file(_branch_state(generator.vae_lora, 'vae'), files['vae'],
                   metadata={'format': 'pt', _PEFT_METADATA_KEY: _peft_metadata('vae', generator.vae_lora)})
         rank, alpha = _rank_alpha(generator.vae_lora)
         meta['vae_lora'] = dict(rank=rank, alpha=alpha, file=VAE_FILE,
-                                targets=sorted(k.replace('__', '.') for k in generator.vae_lora))
+                                targets=sorted(module_name(k) for k in generator.vae_lora))
     else:
         meta['vae_lora'] = None
     if generator.conv_in is not None:
@@ -135,7 +142,7 @@ def _load_branches(branches: nn.ModuleDict, state: Dict[str, torch.Tensor], pref
             f'({len(missing)} missing, e.g. {sorted(missing)[:2]}; {len(unexpected)} unexpected, '
             f'e.g. {sorted(unexpected)[:2]}). Was it exported from a model with other LoRA targets?')
     for key, branch in branches.items():
-        name = key.replace('__', '.')
+        name = module_name(key)
         with torch.no_grad():
             for part, module in (('lora_A', branch.down), ('lora_B', branch.up)):
                 tensor = state[f'{prefix}.{name}.{part}.weight']
@@ -145,14 +152,20 @@ def _load_branches(branches: nn.ModuleDict, state: Dict[str, torch.Tensor], pref
                 module.weight.copy_(tensor)
 
 
-def load_generator_lora(generator: OneStepGenerator, export_dir: str) -> None:
-    """Load exported LoRA (and ``conv_in``) weights into a generator built with the same settings.
+def load_model_lora(model: nn.Module, export_dir: str) -> None:
+    """Load exported LoRA (and ``conv_in``) weights into a model built with the same settings.
+
+    The base fingerprint recorded in the export is checked against the model's
+    (``model.base_check`` says whether a mismatch is an error or a warning).
 
     Args:
-        generator: A freshly built, unfused generator.
-        export_dir: Folder written by :func:`export_generator`.
+        model: A freshly built, unfused ``OneStepSR``.
+        export_dir: Folder written by :func:`export_model`.
     """
     meta = read_description(export_dir)
+    check_fingerprint(meta.get('base_fingerprint'), model.base_fingerprint,
+                      f'The export {export_dir!r}', model.base_check)
+    generator = model.generator
     path = os.path.join(export_dir, meta['unet_lora']['file'])
     _load_branches(generator.unet_lora, load_file(path), 'unet', path)
     if meta.get('vae_lora'):
@@ -190,31 +203,6 @@ def read_description(export_dir: str) -> Dict[str, Any]:
     return meta
 
 
-def describe_generator(generator_cfg: Dict[str, Any], prompt_cfg: Optional[Dict[str, Any]],
-                       scale: int, base_model: Optional[str] = None,
-                       extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The JSON description of an export: how to rebuild the generator and run it.
-
-    Args:
-        generator_cfg: The ``OneStepGenerator`` config (with ``vae``, ``unet`` and
-            ``scheduler`` sub-configs that name their ``from_pretrained`` source).
-        prompt_cfg: The ``PromptEncoder`` config (text encoder, tokenizer, prompt source).
-        scale: Upscaling factor.
-        base_model: Hub id or folder of the base model, for the record (default:
-            the UNet's ``from_pretrained``).
-        extra: Anything else to record (source checkpoint, iteration...).
-
-    Returns:
-        A JSON-serialisable dict.
-    """
-    gen = _plain(generator_cfg)
-    if base_model is None:
-        base_model = (gen.get('unet') or {}).get('from_pretrained')
-    uses_random = [k for k in ('unet', 'vae') if (gen.get(k) or {}).get('from_config') is not None]
-    return dict(base_model=base_model, generator=gen, prompt_encoder=_plain(prompt_cfg), scale=scale,
-                random_base_components=uses_random, **(extra or {}))
-
-
 def _plain(cfg: Any) -> Any:
     """Config objects -> plain JSON-friendly dicts/lists (tuples become lists)."""
     if cfg is None:
@@ -232,7 +220,7 @@ def override_base_model(cfg: Dict[str, Any], base_model: str, keys: Tuple[str, .
     """Point the component configs ``cfg[key]`` at ``base_model`` (in place).
 
     Args:
-        cfg: A generator or prompt-encoder config.
+        cfg: A model config.
         base_model: SD folder or hub id.
         keys: Component entries to redirect (e.g. ``('unet', 'vae', 'scheduler')``).
     """
@@ -243,36 +231,30 @@ def override_base_model(cfg: Dict[str, Any], base_model: str, keys: Tuple[str, .
             sub['from_pretrained'] = base_model
 
 
-def build_generator_from_export(export_dir: str, base_model: Optional[str] = None,
-                                allow_random_base: bool = False) -> Tuple[OneStepGenerator, Dict[str, Any]]:
-    """Rebuild the generator from the base weights and an export folder.
+def build_model_from_export(export_dir: str, base_model: Optional[str] = None,
+                            base_check: str = 'error') -> Tuple[nn.Module, Dict[str, Any]]:
+    """Rebuild the ``OneStepSR`` model from the base weights and an export folder.
 
     Args:
-        export_dir: Folder written by :func:`export_generator`.
-        base_model: Override the base model folder/hub id of the UNet and VAE
-            (e.g. a local copy of ``CompVis/stable-diffusion-v1-4``).
-        allow_random_base: Accept a description whose UNet/VAE were built with
-            random weights (``from_config``; tests and demos only: the result
-            matches the exporting model only if its random base is reproduced).
+        export_dir: Folder written by :func:`export_model`.
+        base_model: Override the base model folder/hub id of every component
+            (e.g. a local copy of ``CompVis/stable-diffusion-v1-4``); the base
+            fingerprint must still match.
+        base_check: ``'error'`` (default) or ``'warn'`` when the base differs from
+            the one the LoRA was trained on.
 
     Returns:
-        The generator (eval mode, CPU, float32) and the description.
+        The model (eval mode, CPU, float32, unfused) and the description.
     """
     meta = read_description(export_dir)
-    gen_cfg = copy.deepcopy(meta['generator'])
+    cfg = copy.deepcopy(meta['model'])
     if base_model is not None:
-        override_base_model(gen_cfg, base_model, ('unet', 'vae', 'scheduler'))
-    elif meta.get('random_base_components') and not allow_random_base:
-        raise ValueError(
-            f'{export_dir}: the exported generator was built on randomly initialised '
-            f'{meta["random_base_components"]} (from_config), so the LoRA alone cannot reproduce it. '
-            'Pass base_model=<SD folder or hub id> (tools: --base-model).')
+        override_base_model(cfg, base_model, ('unet', 'vae', 'scheduler', 'text_encoder', 'tokenizer'))
+    cfg['base_check'] = base_check
     from icmsr.registry import MODELS
-    gen_cfg.setdefault('type', 'OneStepGenerator')
-    generator = MODELS.build(gen_cfg)
-    load_generator_lora(generator, export_dir)
-    return generator.eval(), meta
+    model = MODELS.build(cfg)
+    load_model_lora(model, export_dir)
+    return model.eval(), meta
 
 
-__all__ = ['export_generator', 'load_generator_lora', 'build_generator_from_export',
-           'describe_generator', 'read_description']
+__all__ = ['export_model', 'load_model_lora', 'build_model_from_export', 'read_description']

@@ -202,3 +202,15 @@ def load_image_rgb(path: str) -> np.ndarray:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise ImageLoadError(path, f'decoded to an unexpected shape {rgb.shape}')
     return rgb
+
+
+def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
+    """An opened Pillow image as an upright ``uint8`` RGB array, converted as :func:`load_image_rgb` does.
+
+    Args:
+        image: any Pillow image (EXIF orientation applied, alpha dropped, 16-bit gray scaled).
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+    """
+    return _pil_to_rgb_array(ImageOps.exif_transpose(image), getattr(image, 'filename', '') or '<image>')

@@ -1,6 +1,6 @@
 """Batched, seedable Real-ESRGAN second-order degradation (GT -> LQ) on any device."""
 import random
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -18,6 +18,54 @@ from .usm import usm_sharpen
 
 _KERNEL_PROB = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
 _RESIZE_MODES = ('area', 'bilinear', 'bicubic')
+
+#: First-stage options (OSEDiff's ``params_realesrgan.yml``).
+STAGE1_DEFAULTS: Dict[str, Any] = dict(
+    kernel_list=KERNEL_TYPES, kernel_prob=_KERNEL_PROB, blur_sigma=(0.2, 3.0),
+    betag_range=(0.5, 4.0), betap_range=(1.0, 2.0), sinc_prob=0.1,
+    resize_prob=(0.2, 0.7, 0.1), resize_range=(0.15, 1.5), gaussian_noise_prob=0.5,
+    noise_range=(1.0, 30.0), poisson_scale_range=(0.05, 3.0), gray_noise_prob=0.4,
+    jpeg_range=(30.0, 95.0))
+#: Second-stage options; ``blur_prob`` is the probability of the second blur.
+STAGE2_DEFAULTS: Dict[str, Any] = dict(
+    STAGE1_DEFAULTS, blur_prob=0.8, blur_sigma=(0.2, 1.5), resize_prob=(0.3, 0.4, 0.3),
+    resize_range=(0.3, 1.2), noise_range=(1.0, 25.0), poisson_scale_range=(0.05, 2.5))
+#: BasicSR's unsharp-mask settings.
+USM_DEFAULTS: Dict[str, Any] = dict(weight=0.5, threshold=10.0, radius=50)
+
+
+def _stage_options(name: str, given: Optional[Dict[str, Any]],
+                   defaults: Dict[str, Any]) -> Dict[str, Any]:
+    """Defaults updated by ``given``, with an error naming ``degradation.<name>.<key>``."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise KeyError(f'degradation.{name}: unknown keys {unknown}; use {sorted(defaults)}.')
+    opts = dict(defaults, **given)
+    if 'kernel_list' in opts:
+        bad = set(opts['kernel_list']) - set(KERNEL_TYPES)
+        if bad or len(opts['kernel_list']) != len(opts['kernel_prob']):
+            raise ValueError(
+                f'degradation.{name}.kernel_list={list(opts["kernel_list"])} must name kernels '
+                f'from {KERNEL_TYPES} and have one probability each (got '
+                f'{len(opts["kernel_prob"])}).')
+    if 'resize_prob' in opts and len(opts['resize_prob']) != 3:
+        raise ValueError(f'degradation.{name}.resize_prob must give (up, down, keep) '
+                         f'probabilities, got {opts["resize_prob"]}.')
+    return opts
+
+
+def _split_stage(opts: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(kernel options, resize/noise/JPEG options) of one stage, as the pipeline reads them."""
+    kernel = dict(kernel_list=tuple(opts['kernel_list']), kernel_prob=tuple(opts['kernel_prob']),
+                  sigma_range=tuple(opts['blur_sigma']), betag_range=tuple(opts['betag_range']),
+                  betap_range=tuple(opts['betap_range']), sinc_prob=float(opts['sinc_prob']))
+    rest = dict(resize_prob=tuple(opts['resize_prob']), resize_range=tuple(opts['resize_range']),
+                gaussian_noise_prob=opts['gaussian_noise_prob'],
+                noise_range=tuple(opts['noise_range']),
+                poisson_scale_range=tuple(opts['poisson_scale_range']),
+                gray_noise_prob=opts['gray_noise_prob'], jpeg_range=tuple(opts['jpeg_range']))
+    return kernel, rest
 
 
 def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
@@ -53,30 +101,23 @@ class RealESRGANDegradation(nn.Module):
 
     Args:
         scale: Downscaling factor; ``H`` and ``W`` must be divisible by it.
+        stage1: First-stage options (defaults :data:`STAGE1_DEFAULTS`): blur kernel
+            types ``kernel_list``/``kernel_prob``, ``blur_sigma``, ``betag_range``,
+            ``betap_range``, ``sinc_prob``; ``resize_prob`` (up, down, keep) and
+            ``resize_range`` (relative to the input size); ``gaussian_noise_prob``
+            (else Poisson), ``noise_range`` (8-bit sigma), ``poisson_scale_range``,
+            ``gray_noise_prob``; ``jpeg_range``.
+        stage2: The same for the second stage (defaults :data:`STAGE2_DEFAULTS`),
+            plus ``blur_prob`` (probability of the second blur); its resize range
+            is relative to ``H / scale``.
         kernel_sizes: Odd blur kernel sizes (all stages); kernels are padded
             to the largest.
-        kernel_list, kernel_prob: Stage-1 kernel types and their probabilities.
-        blur_sigma, betag_range, betap_range, sinc_prob: Stage-1 kernel ranges
-            and the probability of a sinc kernel.
-        resize_prob: Probabilities of (up, down, keep) in stage 1.
-        resize_range: Stage-1 scale range (relative to the input size).
-        gaussian_noise_prob: Probability of Gaussian (else Poisson) noise.
-        noise_range: Gaussian sigma range in 8-bit units.
-        poisson_scale_range: Poisson noise scale range.
-        gray_noise_prob: Per-image probability of gray (channel-shared) noise.
-        jpeg_range: Stage-1 JPEG quality range.
-        second_blur_prob: Probability of the stage-2 blur.
-        kernel_list2, kernel_prob2, blur_sigma2, betag_range2, betap_range2,
-            sinc_prob2: Stage-2 kernel settings.
-        resize_prob2, resize_range2: Stage-2 resize settings (relative to
-            ``H / scale``).
-        gaussian_noise_prob2, noise_range2, poisson_scale_range2,
-            gray_noise_prob2, jpeg_range2: Stage-2 noise and JPEG settings.
         final_sinc_prob: Per-image probability of the final sinc filter.
         resize_modes: Interpolation modes drawn for every resize.
-        use_usm: Unsharp-mask the GT first; the degradation then starts from
-            the sharpened GT and ``'gt'`` in the output is the sharpened one.
-        usm_weight, usm_threshold, usm_radius: USM settings (BasicSR's).
+        usm: Unsharp-mask the GT first (``dict(weight=0.5, threshold=10, radius=50)``,
+            BasicSR's); the degradation then starts from the sharpened GT and
+            ``'gt'`` in the output is the sharpened one. None (default): no USM,
+            as OSEDiff trains.
         resize_back: Also return ``'lq_up'``, the LQ resized back to ``(H, W)``
             with a mode drawn from ``resize_back_modes`` (as OSEDiff's
             training does), clamped and rounded to 8 bit.
@@ -89,40 +130,12 @@ class RealESRGANDegradation(nn.Module):
 
     def __init__(self,
                  scale: int = 4,
+                 stage1: Optional[Dict[str, Any]] = None,
+                 stage2: Optional[Dict[str, Any]] = None,
                  kernel_sizes: Sequence[int] = (7, 9, 11, 13, 15, 17, 19, 21),
-                 kernel_list: Sequence[str] = KERNEL_TYPES,
-                 kernel_prob: Sequence[float] = _KERNEL_PROB,
-                 blur_sigma: Sequence[float] = (0.2, 3.0),
-                 betag_range: Sequence[float] = (0.5, 4.0),
-                 betap_range: Sequence[float] = (1.0, 2.0),
-                 sinc_prob: float = 0.1,
-                 resize_prob: Sequence[float] = (0.2, 0.7, 0.1),
-                 resize_range: Sequence[float] = (0.15, 1.5),
-                 gaussian_noise_prob: float = 0.5,
-                 noise_range: Sequence[float] = (1.0, 30.0),
-                 poisson_scale_range: Sequence[float] = (0.05, 3.0),
-                 gray_noise_prob: float = 0.4,
-                 jpeg_range: Sequence[float] = (30.0, 95.0),
-                 second_blur_prob: float = 0.8,
-                 kernel_list2: Sequence[str] = KERNEL_TYPES,
-                 kernel_prob2: Sequence[float] = _KERNEL_PROB,
-                 blur_sigma2: Sequence[float] = (0.2, 1.5),
-                 betag_range2: Sequence[float] = (0.5, 4.0),
-                 betap_range2: Sequence[float] = (1.0, 2.0),
-                 sinc_prob2: float = 0.1,
-                 resize_prob2: Sequence[float] = (0.3, 0.4, 0.3),
-                 resize_range2: Sequence[float] = (0.3, 1.2),
-                 gaussian_noise_prob2: float = 0.5,
-                 noise_range2: Sequence[float] = (1.0, 25.0),
-                 poisson_scale_range2: Sequence[float] = (0.05, 2.5),
-                 gray_noise_prob2: float = 0.4,
-                 jpeg_range2: Sequence[float] = (30.0, 95.0),
                  final_sinc_prob: float = 0.8,
                  resize_modes: Sequence[str] = _RESIZE_MODES,
-                 use_usm: bool = False,
-                 usm_weight: float = 0.5,
-                 usm_threshold: float = 10.0,
-                 usm_radius: int = 50,
+                 usm: Optional[Dict[str, Any]] = None,
                  resize_back: bool = True,
                  resize_back_modes: Sequence[str] = _RESIZE_MODES,
                  seed: Optional[int] = None) -> None:
@@ -130,45 +143,23 @@ class RealESRGANDegradation(nn.Module):
         kernel_sizes = tuple(int(k) for k in kernel_sizes)
         if not kernel_sizes or any(k % 2 == 0 or k < 1 for k in kernel_sizes):
             raise ValueError(f'kernel_sizes must be positive odd ints, got {kernel_sizes}.')
-        for name, lst, prob in (('kernel_list', kernel_list, kernel_prob),
-                                ('kernel_list2', kernel_list2, kernel_prob2)):
-            unknown = set(lst) - set(KERNEL_TYPES)
-            if unknown or len(lst) != len(prob):
-                raise ValueError(
-                    f'{name}={list(lst)} must name kernels from {KERNEL_TYPES} and have '
-                    f'one probability each (got {len(prob)}).')
-        for name, prob in (('resize_prob', resize_prob), ('resize_prob2', resize_prob2)):
-            if len(prob) != 3:
-                raise ValueError(f'{name} must give (up, down, keep) probabilities, got {prob}.')
+        st1 = _stage_options('stage1', stage1, STAGE1_DEFAULTS)
+        st2 = _stage_options('stage2', stage2, STAGE2_DEFAULTS)
+        usm_opts = None if usm is None else _stage_options('usm', usm, USM_DEFAULTS)
         if scale < 1:
             raise ValueError(f'scale must be >= 1, got {scale}.')
         self.scale = int(scale)
         self.kernel_sizes = kernel_sizes
-        self.stage1_kernel = dict(
-            kernel_list=tuple(kernel_list), kernel_prob=tuple(kernel_prob),
-            sigma_range=tuple(blur_sigma), betag_range=tuple(betag_range),
-            betap_range=tuple(betap_range), sinc_prob=float(sinc_prob))
-        self.stage2_kernel = dict(
-            kernel_list=tuple(kernel_list2), kernel_prob=tuple(kernel_prob2),
-            sigma_range=tuple(blur_sigma2), betag_range=tuple(betag_range2),
-            betap_range=tuple(betap_range2), sinc_prob=float(sinc_prob2))
-        self.stage1 = dict(
-            resize_prob=tuple(resize_prob), resize_range=tuple(resize_range),
-            gaussian_noise_prob=gaussian_noise_prob, noise_range=tuple(noise_range),
-            poisson_scale_range=tuple(poisson_scale_range),
-            gray_noise_prob=gray_noise_prob, jpeg_range=tuple(jpeg_range))
-        self.stage2 = dict(
-            resize_prob=tuple(resize_prob2), resize_range=tuple(resize_range2),
-            gaussian_noise_prob=gaussian_noise_prob2, noise_range=tuple(noise_range2),
-            poisson_scale_range=tuple(poisson_scale_range2),
-            gray_noise_prob=gray_noise_prob2, jpeg_range=tuple(jpeg_range2))
-        self.second_blur_prob = float(second_blur_prob)
+        self.stage1_kernel, self.stage1 = _split_stage(st1)
+        self.stage2_kernel, self.stage2 = _split_stage(st2)
+        self.second_blur_prob = float(st2['blur_prob'])
         self.final_sinc_prob = float(final_sinc_prob)
         self.resize_modes = tuple(resize_modes)
-        self.use_usm = bool(use_usm)
-        self.usm_weight = float(usm_weight)
-        self.usm_threshold = float(usm_threshold)
-        self.usm_radius = int(usm_radius)
+        self.use_usm = usm_opts is not None
+        usm_opts = usm_opts or USM_DEFAULTS
+        self.usm_weight = float(usm_opts['weight'])
+        self.usm_threshold = float(usm_opts['threshold'])
+        self.usm_radius = int(usm_opts['radius'])
         self.resize_back = bool(resize_back)
         self.resize_back_modes = tuple(resize_back_modes)
         self.seed = seed

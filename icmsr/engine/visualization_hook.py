@@ -106,10 +106,7 @@ class SRVisualizationHook(Hook):
         Returns:
             ``[lq, sr, hq, *conditions]``, each ``(B, C, h, w)`` in ``[0, 1]``.
         """
-        data = model.data_preprocessor(data_batch, training=True)
-        inputs = data['inputs']
-        lq, gt = inputs['lq'], inputs['gt']
-        sr = model.super_resolve(lq)
-        cond = inputs.get('cond')
-        conds = [] if cond is None else (list(cond) if isinstance(cond, (list, tuple)) else [cond])
-        return [lq, sr, gt] + conds
+        batch = model.training_inputs(data_batch)
+        lq, gt = batch['lq'], batch['gt']
+        sr = model.super_resolve(lq, output_size=gt.shape[-2:])
+        return [lq, sr, gt] + list(model.condition_panels(batch['cond']))

@@ -7,8 +7,9 @@ Every builder takes the same three ways in:
   out like the hub repository (``unet/``, ``vae/``, ``text_encoder/``,
   ``tokenizer/``, ``scheduler/`` subfolders; an adapter folder holds
   ``config.json`` and its weights directly).
-* ``from_config=dict(...)`` - an architecture dict (see ``arch_configs``) with
-  random weights: tests, demos and memory benchmarks.
+* ``from_config=dict(...)`` - an architecture dict with random weights (the
+  tiny stack of ``configs/icmsr_tiny.py``, the SD v1-4 layout of
+  ``configs/_base_/models/sd14_arch.py``): tests, demos and memory benchmarks.
 
 The builders are registered as functions in ``MODELS`` under ``SD*`` names, so a
 config says ``unet=dict(type='SDUNet', from_pretrained=..., subfolder='unet')``.
@@ -241,7 +242,7 @@ def build_scheduler(from_pretrained: Optional[str] = None, subfolder: Optional[s
     Args:
         from_pretrained: hub id or SD folder; SD's PNDM config loads as DDPM.
         subfolder: scheduler subfolder.
-        from_config: scheduler config dict (``arch_configs.SD14_SCHEDULER``).
+        from_config: scheduler config dict (e.g. ``sd14_scheduler`` of ``configs/_base_/models/sd14_arch.py``).
         **kwargs: forwarded to ``from_pretrained``.
 
     Returns:
@@ -264,7 +265,7 @@ def build_t2i_adapter(from_pretrained: Optional[str] = None, subfolder: Optional
     Args:
         from_pretrained: hub id (``TencentARC/t2iadapter_color_sd14v1``) or folder.
         subfolder: usually None (adapter repos hold the model at the top level).
-        from_config: ``T2IAdapter`` init kwargs (``arch_configs.T2I_ADAPTER_*``).
+        from_config: ``T2IAdapter`` init kwargs.
         torch_dtype: dtype of the weights.
         **kwargs: forwarded to ``from_pretrained``.
 
@@ -279,29 +280,3 @@ def build_t2i_adapter(from_pretrained: Optional[str] = None, subfolder: Optional
         adapter = _load_pretrained(T2IAdapter.from_pretrained, 'T2I-Adapter', from_pretrained,
                                    subfolder, **kwargs)
     return _finish(adapter, torch_dtype)
-
-
-@MODELS.register_module(name='SDMultiAdapter')
-def build_multi_adapter(adapters: Sequence[Dict[str, Any]],
-                        torch_dtype: Optional[Any] = None) -> torch.nn.Module:
-    """Build a frozen ``MultiAdapter`` from a list of adapter configs.
-
-    The per-adapter weights are applied at call time (``VSDRegularizer``'s
-    ``adapter_weights``), as diffusers' ``MultiAdapter.forward`` takes them.
-
-    Args:
-        adapters: configs for :func:`build_t2i_adapter` (dicts, ``type`` optional),
-            in the order of the condition list (e.g. ``[color, canny]``).
-        torch_dtype: dtype applied to every adapter.
-
-    Returns:
-        The MultiAdapter, frozen.
-    """
-    from diffusers import MultiAdapter
-    built = []
-    for cfg in adapters:
-        cfg = dict(cfg)
-        cfg.pop('type', None)
-        cfg.setdefault('torch_dtype', torch_dtype)
-        built.append(build_t2i_adapter(**cfg))
-    return _finish(MultiAdapter(built), torch_dtype)

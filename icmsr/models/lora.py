@@ -32,6 +32,30 @@ import torch.nn as nn
 ALWAYS = '*'  # role key of branches that are active whatever the role
 
 
+def branch_key(name: str) -> str:
+    """The ``ModuleDict`` key of the LoRA branch of a module (``'.'`` is not allowed in keys).
+
+    Args:
+        name: e.g. ``"down_blocks.0.attentions.0.proj_in"``.
+
+    Returns:
+        e.g. ``'down_blocks__0__attentions__0__proj_in'``.
+    """
+    return name.replace(".", "__")
+
+
+def module_name(key: str) -> str:
+    """The module name a :func:`branch_key` came from.
+
+    Args:
+        key: a branch key.
+
+    Returns:
+        The dotted module name.
+    """
+    return key.replace('__', '.')
+
+
 class LoRARoles:
     """The shared switch that says which role's LoRA branches are active."""
 
@@ -159,7 +183,7 @@ def inject_lora(model: nn.Module, roles: LoRARoles, role: str,
         alpha: LoRA alpha (default: ``rank``, i.e. scale 1).
 
     Returns:
-        A ``ModuleDict`` of the new branches (keys: module names with '.' -> '__')
+        A ``ModuleDict`` of the new branches (keys: :func:`branch_key` of the module names)
         for the caller to own and train.
     """
     names = match_targets(model, targets)
@@ -176,7 +200,7 @@ def inject_lora(model: nn.Module, roles: LoRARoles, role: str,
         branch = LoRABranch(layer, rank, rank if alpha is None else alpha)
         branch.to(device=param.device)
         layer._icmsr_branches[role] = branch
-        branches[name.replace('.', '__')] = branch
+        branches[branch_key(name)] = branch
     return branches
 
 

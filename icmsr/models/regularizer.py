@@ -1,5 +1,5 @@
 """ICM regularization: VSD against a T2I-Adapter-conditioned teacher (Eq. 6-7)."""
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -20,7 +20,8 @@ class VSDRegularizer(nn.Module):
     One call draws ``t ~ U[t_min, t_max)`` and ``eps ~ N(0, I)``, forms
     ``z_t = a_t z0 + b_t eps``, and (without gradients) asks
 
-    * the teacher (frozen UNet, no LoRA) with T2I-Adapter features of ``F_c``
+    * the teacher (frozen UNet, no LoRA) with the T2I-Adapter features of ``F_c``
+      (computed by the model's :class:`~icmsr.models.teacher_condition.TeacherCondition`)
       and classifier-free guidance against the negative prompt (the adapter
       features go to both CFG branches, as diffusers' adapter pipeline does), and
     * the fake score (UNet + 'aux' LoRA), with the adapter features unless
@@ -41,9 +42,6 @@ class VSDRegularizer(nn.Module):
         unet: the teacher UNet (module, shared; or config, then owned here).
         scheduler: ``DDPMScheduler`` or config.
         roles: LoRA role switch of the shared UNet.
-        adapter: ``T2IAdapter``/``MultiAdapter`` (module or config) or None (text only).
-        adapter_weights: per-adapter weights of a MultiAdapter (default 1/N each).
-        adapter_scale: global multiplier of the adapter features (Table 4: 0, 0.5, 1).
         fake_unet: UNet of the fake score (default: ``unet``, i.e. shared).
         cfg_scale: teacher guidance scale.
         t_range: ``(t_min, t_max)`` of the timestep draw, max exclusive.
@@ -55,8 +53,7 @@ class VSDRegularizer(nn.Module):
     """
 
     def __init__(self, unet: Any, scheduler: Any, roles: Optional[LoRARoles] = None,
-                 adapter: Any = None, adapter_weights: Optional[Sequence[float]] = None,
-                 adapter_scale: float = 1.0, fake_unet: Any = None, cfg_scale: float = 7.5,
+                 fake_unet: Any = None, cfg_scale: float = 7.5,
                  t_range: Tuple[int, int] = (20, 980), fake_uses_adapter: bool = True,
                  grad_form: str = 'x0', eps_weighting: str = 'uniform',
                  seed: Optional[int] = None) -> None:
@@ -70,11 +67,6 @@ class VSDRegularizer(nn.Module):
         else:
             object.__setattr__(self, 'unet', unet)
         object.__setattr__(self, 'fake_unet', self.unet if fake_unet is None else fake_unet)
-        self.adapter = build_or_use(adapter)
-        if self.adapter is not None:
-            self.adapter.requires_grad_(False).eval()
-        self.adapter_weights = None if adapter_weights is None else list(adapter_weights)
-        self.adapter_scale = float(adapter_scale)
         self.scheduler = build_or_use(scheduler)
         self.roles = roles if roles is not None else LoRARoles()
         self.cfg_scale = float(cfg_scale)
@@ -82,33 +74,6 @@ class VSDRegularizer(nn.Module):
         self.fake_uses_adapter = fake_uses_adapter
         self.grad_form, self.eps_weighting = grad_form, eps_weighting
         self._rng = seeded_rng(seed)
-
-    def train(self, mode: bool = True) -> 'VSDRegularizer':
-        """Keep the frozen adapter in eval mode."""
-        super().train(mode)
-        if self.adapter is not None:
-            self.adapter.eval()
-        return self
-
-    @torch.no_grad()
-    def adapter_features(self, cond: Union[torch.Tensor, Sequence[torch.Tensor], None]) -> Features:
-        """T2I-Adapter features of the structural condition ``F_c``, times ``adapter_scale``.
-
-        Args:
-            cond: ``(B, C, H, W)`` in [0, 1] for one adapter, a list (one per
-                adapter, same order) for a MultiAdapter, or None.
-
-        Returns:
-            One feature map per UNet down block, or None without adapter/condition.
-        """
-        if self.adapter is None or cond is None:
-            return None
-        dtype = next(self.adapter.parameters()).dtype
-        if isinstance(cond, (list, tuple)):
-            feats = self.adapter([c.to(dtype) for c in cond], self.adapter_weights)
-        else:
-            feats = self.adapter(cond.to(dtype))
-        return [f * self.adapter_scale for f in feats]
 
     def _unet_eps(self, unet: nn.Module, z_t: torch.Tensor, t: torch.Tensor,
                   embeds: torch.Tensor, feats: Features) -> torch.Tensor:
@@ -158,7 +123,7 @@ class VSDRegularizer(nn.Module):
             z0: generator latents (scaled), with grad.
             prompt_embeds: text embeddings.
             negative_embeds: negative-prompt embeddings (same batch size).
-            feats: adapter features from :meth:`adapter_features`.
+            feats: adapter features of the condition (None: text only).
             timesteps: override the t draw (tests).
             noise: override the eps draw (tests).
 

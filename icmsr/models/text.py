@@ -98,8 +98,30 @@ class PromptEncoder(nn.Module):
         device = next(self.text_encoder.parameters()).device
         return self.text_encoder(ids.to(device))[0]
 
-    def forward(self, data_samples: Optional[Sequence[Any]], batch_size: int) -> torch.Tensor:
-        """Embeddings of the batch's prompts (see :meth:`prompts_for`)."""
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Embeddings of prompt strings given by the caller, ``suffix`` added to non-empty ones.
+
+        Args:
+            prompts: one string per image.
+
+        Returns:
+            ``(B, 77, D)`` embeddings.
+        """
+        return self.encode([p + self.suffix if p else p for p in prompts])
+
+    def forward(self, data_samples: Optional[Sequence[Any]], batch_size: int,
+                images: Optional[Dict[str, Any]] = None) -> torch.Tensor:
+        """Embeddings of the batch's prompts (see :meth:`prompts_for`).
+
+        Args:
+            data_samples: the batch's data samples (may be None).
+            batch_size: number of images.
+            images: the batch's images, ``{'gt': ..., 'lq': ...}`` in ``[0, 1]``
+                (for prompt sources that look at them).
+
+        Returns:
+            ``(B, 77, D)`` embeddings.
+        """
         return self.encode(self.prompts_for(data_samples, batch_size))
 
     def negative(self, batch_size: int) -> torch.Tensor:

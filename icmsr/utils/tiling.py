@@ -17,11 +17,14 @@ Tile positions are computed on the coarser of the two grids so that every tile
 maps to whole pixels on both sides.
 """
 import math
+from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 BLEND_MODES = ('gaussian', 'cosine', 'constant')
+VAE_FACTOR = 8  # SD's VAE downsamples by 8
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> List[int]:
@@ -181,3 +184,56 @@ def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], til
             if progress is not None:
                 progress(done, total)
     return out.div_(weight).to(out_dtype)  # in place: no second image-sized buffer
+
+
+@dataclass
+class TileSettings:
+    """Tiling of the three generator stages, in output (HQ) pixels.
+
+    Attributes:
+        tile_size: Tile of the UNet stage (latent tile = ``tile_size / 8``). SD v1
+            is trained at 512 px; larger tiles cost memory, smaller ones context.
+        tile_overlap: Overlap of neighbouring UNet tiles.
+        vae_tile_size: Tile of the VAE encoder and decoder (the decoder is the
+            most memory-hungry stage; lower this first when memory is short).
+        vae_overlap: Overlap of neighbouring VAE tiles.
+        blend: Blend window, one of :data:`icmsr.utils.tiling.BLEND_MODES`.
+    """
+
+    tile_size: int = 512
+    tile_overlap: int = 64
+    vae_tile_size: int = 512
+    vae_overlap: int = 64
+    blend: str = 'gaussian'
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` on sizes the VAE grid cannot honour."""
+        for name in ('tile_size', 'tile_overlap', 'vae_tile_size', 'vae_overlap'):
+            value = getattr(self, name)
+            if value < 0 or value % VAE_FACTOR:
+                raise ValueError(f'{name}={value} must be a non-negative multiple of {VAE_FACTOR}.')
+        if self.tile_size <= self.tile_overlap or self.vae_tile_size <= self.vae_overlap:
+            raise ValueError('Tile sizes must exceed their overlaps.')
+        if self.blend not in BLEND_MODES:
+            raise ValueError(f'blend={self.blend!r}; choose one of {BLEND_MODES}.')
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad the bottom/right of ``x`` so both sides are multiples of ``multiple``.
+
+    Reflection keeps the border statistics natural; images too small to
+    reflect fall back to edge replication.
+
+    Args:
+        x: ``(B, C, H, W)``.
+        multiple: Target multiple.
+
+    Returns:
+        The padded tensor (``x`` itself when nothing is needed).
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = 'reflect' if ph < h and pw < w else 'replicate'
+    return F.pad(x, (0, pw, 0, ph), mode=mode)

@@ -7,8 +7,8 @@ from apis_helpers import randomize_lora
 
 @pytest.fixture(scope='session')
 def tiny_cfg():
-    from icmsr.models import tiny_icmsr_config
-    return tiny_icmsr_config(generator=dict(lora_rank=4, timestep=999, train_conv_in=True))
+    from tiny_config import tiny_model_cfg
+    return tiny_model_cfg(generator=dict(lora_rank=4, timestep=999, train_conv_in=True))
 
 
 @pytest.fixture(scope='session')
@@ -16,7 +16,7 @@ def tiny_model(tiny_cfg):
     """Unfused tiny model with random, non-zero LoRA (treat as read-only)."""
     from icmsr.apis import init_model
     torch.manual_seed(0)
-    model = init_model(tiny_cfg, None, fuse=False)
+    model = init_model(tiny_cfg, None, fuse=False, allow_untrained=True)
     randomize_lora(model.generator)
     return model
 

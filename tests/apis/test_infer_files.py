@@ -92,8 +92,10 @@ def test_cli_runs_from_a_config_file(tiny_cfg, photo_dir, tmp_path):
     spec = importlib.util.spec_from_file_location('infer_tool', ROOT / 'tools' / 'infer.py')
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    code = tool.main(['--config', cfg_path, '--input', str(photo_dir / '*.png'), '--output',
-                      str(tmp_path / 'cli'), '--color-fix', 'wavelet', '--tile-size', '64',
-                      '--tile-overlap', '16', '--device', 'cpu'])
+    args = ['--config', cfg_path, '--input', str(photo_dir / '*.png'), '--output',
+            str(tmp_path / 'cli'), '--color-fix', 'wavelet', '--tile-size', '64',
+            '--tile-overlap', '16', '--device', 'cpu']
+    assert tool.main(args) == 2  # no --weights: refused
+    code = tool.main(args + ['--allow-untrained'])
     assert code == 1  # broken.png failed, a.png written
     assert os.listdir(tmp_path / 'cli') == ['a.png']

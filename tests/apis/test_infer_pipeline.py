@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from icmsr.apis import TileSettings, TiledSuperResolver, fuse_generator_lora, super_resolve_image
-from icmsr.models.data_preprocessor import resize_to
+from icmsr.apis import TileSettings, fuse_generator_lora, super_resolve_image
+from icmsr.models.one_step_sr import resize_to
 
 
 def _lq(h, w, seed=0):
@@ -16,25 +16,22 @@ def _lq(h, w, seed=0):
     return torch.nn.functional.interpolate(base, size=(h, w), mode='bilinear', align_corners=False)
 
 
-def test_single_tile_matches_the_models_own_forward(tiny_model):
+def test_single_tile_matches_the_generators_own_forward(tiny_model):
     lq = _lq(16, 16)  # -> 64 x 64 output: one tile at any tile size >= 64
     with torch.no_grad():
         embeds = tiny_model.encode_prompts(['a photo'])
-        img, _ = tiny_model.generator(resize_to(lq, (64, 64)) * 2 - 1, embeds)  # ICMSR.super_resolve's path
+        img, _ = tiny_model.generator(resize_to(lq, (64, 64)) * 2 - 1, embeds)  # the training forward
     reference = ((img + 1) / 2).clamp(0, 1)
     for tile in (512, 64):
-        runner = TiledSuperResolver(tiny_model.generator, tiny_model.encode_prompts, 4,
-                                    TileSettings(tile, 16, tile, 16))
-        out = runner(lq, 'a photo')
+        out = tiny_model.super_resolve(lq, ['a photo'], tiles=TileSettings(tile, 16, tile, 16))
         assert out.shape == (1, 3, 64, 64)
         assert torch.allclose(out, reference, atol=1e-5), (out - reference).abs().max()
 
 
 def test_tiled_large_image_has_no_seams(tiny_model):
     lq = _lq(24, 40, seed=1)  # -> 96 x 160 output, 64 px tiles overlapping by 32
-    whole = TiledSuperResolver(tiny_model.generator, tiny_model.encode_prompts, 4)(lq, '')
-    tiled = TiledSuperResolver(tiny_model.generator, tiny_model.encode_prompts, 4,
-                               TileSettings(64, 32, 64, 32))(lq, '')
+    whole = tiny_model.super_resolve(lq, [''])
+    tiled = tiny_model.super_resolve(lq, [''], tiles=TileSettings(64, 32, 64, 32))
     assert tiled.shape == whole.shape == (1, 3, 96, 160)
     # Random weights and per-tile GroupNorm statistics make tiles disagree, so the
     # two outputs differ; blending must still leave no column with an unusual jump.
@@ -54,8 +51,7 @@ def test_peak_tensor_size_does_not_grow_with_image(tiny_model):
         peaks = []
         for h, w in ((16, 16), (32, 48)):
             largest.clear()
-            runner = TiledSuperResolver(gen, tiny_model.encode_prompts, 4, TileSettings(64, 16, 64, 16))
-            runner(_lq(h, w), '')
+            tiny_model.super_resolve(_lq(h, w), [''], tiles=TileSettings(64, 16, 64, 16))
             peaks.append(dict(largest))
     finally:
         for hk in hooks:
@@ -67,18 +63,19 @@ def test_peak_tensor_size_does_not_grow_with_image(tiny_model):
 
 def test_fused_lora_gives_the_same_output(tiny_model):
     lq = _lq(16, 16, seed=2)
-    unfused = TiledSuperResolver(tiny_model.generator, tiny_model.encode_prompts, 4)(lq, 'x')
-    fused_gen = copy.deepcopy(tiny_model.generator)
+    unfused = tiny_model.super_resolve(lq, ['x'])
+    fused_model = copy.deepcopy(tiny_model)
+    fused_gen = fused_model.generator
     counts = fuse_generator_lora(fused_gen)
     assert counts['unet'] > 0 and counts['vae'] > 0 and counts['conv_in'] == 1
-    fused = TiledSuperResolver(fused_gen, tiny_model.encode_prompts, 4)(lq, 'x')
+    fused = fused_model.super_resolve(lq, ['x'])
     assert torch.allclose(fused, unfused, atol=1e-4), (fused - unfused).abs().max()
     # The LoRA matters: the base model alone gives something else.
-    base = copy.deepcopy(tiny_model.generator)
-    for branches in (base.unet_lora, base.vae_lora):
+    base = copy.deepcopy(tiny_model)
+    for branches in (base.generator.unet_lora, base.generator.vae_lora):
         for b in branches.values():
             b.up.weight.data.zero_()
-    plain = TiledSuperResolver(base, tiny_model.encode_prompts, 4)(lq, 'x')
+    plain = base.super_resolve(lq, ['x'])
     assert (plain - unfused).abs().max() > 1e-3
     with pytest.raises(RuntimeError, match='already fused'):
         fuse_generator_lora(fused_gen)
@@ -96,19 +93,19 @@ def test_deterministic_and_prompt_sensitive(tiny_model):
 
 def test_color_fix_pulls_output_mean_to_input(tiny_model):
     lq = _lq(16, 16, seed=4) * 0.3 + 0.6  # bright input
-    raw = TiledSuperResolver(tiny_model.generator, tiny_model.encode_prompts, 4)(lq, '')
-    fixed = TiledSuperResolver(tiny_model.generator, tiny_model.encode_prompts, 4, color_fix='adain')(lq, '')
+    raw = tiny_model.super_resolve(lq, [''])
+    fixed = tiny_model.super_resolve(lq, [''], color_fix='adain')
     target = lq.mean(dim=(2, 3))
     assert (fixed.mean(dim=(2, 3)) - target).abs().max() < (raw.mean(dim=(2, 3)) - target).abs().max()
     assert (fixed.mean(dim=(2, 3)) - target).abs().max() < 0.02
 
 
 def test_bfloat16_runs_and_stays_close(tiny_model):
-    gen16 = copy.deepcopy(tiny_model.generator)
-    gen16.to(torch.bfloat16)
+    model16 = copy.deepcopy(tiny_model)
+    model16.to(torch.bfloat16)
     lq = _lq(16, 16, seed=5)
-    ref = TiledSuperResolver(tiny_model.generator, tiny_model.encode_prompts, 4)(lq, '')
-    out = TiledSuperResolver(gen16, tiny_model.encode_prompts, 4)(lq, '')
+    ref = tiny_model.super_resolve(lq, [''])
+    out = model16.super_resolve(lq, [''])
     assert out.dtype == torch.float32 and (out - ref).abs().mean() < 0.05
 
 

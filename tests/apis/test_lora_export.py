@@ -1,4 +1,4 @@
-"""Export round trip: LoRA safetensors + JSON -> rebuilt generator gives identical outputs."""
+"""Export round trip: LoRA safetensors + JSON -> rebuilt model gives identical outputs; base fingerprints."""
 import copy
 import json
 import os
@@ -8,21 +8,21 @@ import torch
 from safetensors import safe_open
 
 from apis_helpers import randomize_lora
-from icmsr.apis import (TiledSuperResolver, describe_generator, export_generator, init_model,
-                        read_description)
-from icmsr.apis.model_loading import generator_and_text_cfgs, model_scale
+from icmsr.apis import export_model, init_model, read_description
+from icmsr.models import OneStepSR
+from icmsr.models.base_fingerprint import BaseMismatchError
 
 
 def _sr(model, seed=0):
     g = torch.Generator().manual_seed(seed)
     lq = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 4, generator=g), size=(16, 16), mode='bilinear')
-    return TiledSuperResolver(model.generator, model.encode_prompts, model.scale)(lq, 'a house')
+    return model.super_resolve(lq, ['a house'])
 
 
 @pytest.fixture(scope='module')
 def trained(pretrained_cfg):
     torch.manual_seed(0)
-    model = init_model(pretrained_cfg, None, fuse=False)
+    model = init_model(pretrained_cfg, None, fuse=False, allow_untrained=True)
     randomize_lora(model.generator, seed=7)
     return model
 
@@ -30,21 +30,21 @@ def trained(pretrained_cfg):
 @pytest.fixture(scope='module')
 def export_dir(trained, pretrained_cfg, tmp_path_factory):
     out = str(tmp_path_factory.mktemp('export'))
-    cfgs = generator_and_text_cfgs(pretrained_cfg)
-    desc = describe_generator(cfgs['generator'], cfgs['text'], model_scale(pretrained_cfg),
-                              extra=dict(note='test'))
-    export_generator(trained.generator, out, desc, merged=True)
+    export_model(trained, out, OneStepSR.inference_config(pretrained_cfg), extra=dict(note='test'),
+                 merged=True)
     return out
 
 
-def test_files_and_description(export_dir, tiny_sd_folder):
+def test_files_and_description(export_dir, tiny_sd_folder, trained):
     names = set(os.listdir(export_dir))
     assert {'unet_lora.safetensors', 'vae_lora.safetensors', 'unet_conv_in.safetensors',
             'icmsr_lora.json', 'merged'} <= names
     meta = read_description(export_dir)
     assert meta['base_model'] == tiny_sd_folder
-    assert meta['timestep'] == 999 and meta['scale'] == 4 and meta['unet_lora']['rank'] == 4
-    assert meta['unet_lora']['alpha'] == 8 and meta['random_base_components'] == []
+    assert meta['model']['generator']['timestep'] == 999 and meta['scale'] == 4
+    assert meta['unet_lora']['rank'] == 4 and meta['unet_lora']['alpha'] == 8
+    assert meta['model']['type'] == 'OneStepSR' and 'condition' not in meta['model']
+    assert meta['base_fingerprint'] == trained.base_fingerprint and meta['note'] == 'test'
     with safe_open(os.path.join(export_dir, 'unet_lora.safetensors'), 'pt') as f:
         keys = list(f.keys())
         peft_cfg = json.loads(f.metadata()['lora_adapter_metadata'])
@@ -69,7 +69,7 @@ def test_fused_reload_and_merged_folder_match(trained, export_dir, pretrained_cf
     merged_cfg['unet'] = dict(type='SDUNet', from_pretrained=merged, subfolder='unet')
     merged_cfg['vae'] = dict(type='SDVAE', from_pretrained=merged, subfolder='vae')
     merged_cfg['generator'] = dict(timestep=999, vae_lora_targets=None)  # plain weights, no LoRA left
-    plain = init_model(merged_cfg, None, fuse=False)
+    plain = init_model(merged_cfg, None, fuse=False, allow_untrained=True)
     with torch.no_grad():
         for b in plain.generator.unet_lora.values():
             b.up.weight.zero_()  # a zero branch is the identity
@@ -99,7 +99,7 @@ def test_plain_diffusers_loads_the_unet_lora(trained, export_dir, tiny_sd_folder
 
 def test_checkpoint_of_the_training_model_loads(pretrained_cfg, tmp_path):
     from icmsr.registry import MODELS, register_all_modules
-    register_all_modules()  # ICMSR's data preprocessor is built through MMEngine's default scope
+    register_all_modules()
     cfg = copy.deepcopy(pretrained_cfg)
     cfg.update(lpips=None, loss_weights=dict(l2=1.0, lpips=0.0, reg=1.0))
     torch.manual_seed(0)
@@ -108,6 +108,8 @@ def test_checkpoint_of_the_training_model_loads(pretrained_cfg, tmp_path):
     path = str(tmp_path / 'iter_1.pth')
     torch.save(dict(meta=dict(iter=1), state_dict=icmsr_model.state_dict()), path)
     model = init_model(cfg, path, fuse=False)
+    # Inference builds the base class only: no teacher condition, aux model or LPIPS.
+    assert type(model) is OneStepSR and not hasattr(model, 'aux_diffusion')
     for name, p in icmsr_model.generator.named_parameters():
         if p.requires_grad:
             assert torch.equal(p, model.generator.get_parameter(name)), name
@@ -123,16 +125,31 @@ def test_errors_name_the_problem(tmp_path, trained, pretrained_cfg):
     torch.save({'state_dict': {'generator.unet_lora.x.down.weight': torch.zeros(1)}}, bad)
     with pytest.raises(KeyError, match='lacks generator weights'):
         init_model(pretrained_cfg, bad)
-    # A description built on random weights cannot be rebuilt without a base model.
-    from icmsr.models import tiny_icmsr_config
-    random_cfg = tiny_icmsr_config()
-    cfgs = generator_and_text_cfgs(random_cfg)
-    desc = describe_generator(cfgs['generator'], cfgs['text'], 4)
-    assert desc['random_base_components'] == ['unet', 'vae']
+    with pytest.raises(ValueError, match='allow_untrained'):
+        init_model(pretrained_cfg, None)
+
+
+def _random_base_cfg(seed):
+    from tiny_config import tiny_model_cfg
+    return OneStepSR.inference_config(tiny_model_cfg(None, base_seed=seed))
+
+
+def test_lora_never_lands_silently_on_another_base(tmp_path):
+    model = init_model(_random_base_cfg(0), None, fuse=False, allow_untrained=True)
+    randomize_lora(model.generator, seed=3)
     out = str(tmp_path / 'rand')
-    export_generator(init_model(random_cfg, None, fuse=False).generator, out, desc)
-    with pytest.raises(ValueError, match='base_model'):
-        init_model(None, out)
+    export_model(model, out, _random_base_cfg(0))
+    ckpt = str(tmp_path / 'iter_1.pth')
+    torch.save(dict(state_dict=model.state_dict()), ckpt)
+    # The same seed rebuilds the same random base: export and checkpoint load, bit-identical.
+    assert torch.equal(_sr(init_model(None, out, fuse=False)), _sr(model))
+    assert torch.equal(_sr(init_model(_random_base_cfg(0), ckpt, fuse=False)), _sr(model))
+    # Another seed is another base: both ways in refuse, naming both bases.
+    for cfg, weights in ((_random_base_cfg(1), out), (_random_base_cfg(1), ckpt)):
+        with pytest.raises(BaseMismatchError, match=r'random \(base_seed=0\).*now random \(base_seed=1\)'):
+            init_model(cfg, weights, fuse=False)
+        with pytest.warns(UserWarning, match='another frozen base'):
+            init_model(cfg, weights, fuse=False, base_check='warn')
 
 
 def test_export_tool_cli(trained, pretrained_cfg, tmp_path):
@@ -142,9 +159,7 @@ def test_export_tool_cli(trained, pretrained_cfg, tmp_path):
     cfg_path = str(tmp_path / 'cfg.py')
     Config(dict(model=pretrained_cfg)).dump(cfg_path)
     ckpt = str(tmp_path / 'iter_5.pth')
-    state = {f'generator.{k}': v for k, v in trained.generator.state_dict().items()
-             if 'lora' in k or k.startswith('conv_in.')}
-    torch.save(dict(meta=dict(iter=5), state_dict=state), ckpt)
+    torch.save(dict(meta=dict(iter=5), state_dict=trained.state_dict()), ckpt)
     script = Path(__file__).resolve().parents[2] / 'tools' / 'export_lora.py'
     spec = importlib.util.spec_from_file_location('export_tool', script)
     tool = importlib.util.module_from_spec(spec)

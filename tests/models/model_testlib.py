@@ -8,14 +8,13 @@ from icmsr.structures import SRDataSample
 
 
 def build_tiny(adapter='multi', **kwargs):
-    """Build a tiny ICMSR (squeeze LPIPS with a random backbone, seeded)."""
+    """Build a tiny ICMSR with condition ``adapter`` (squeeze LPIPS with a random backbone, seeded)."""
     register_all_modules()
-    from icmsr.models import tiny_icmsr_config
+    from tiny_config import tiny_model_cfg
     torch.manual_seed(0)
-    kwargs.setdefault('lpips', dict(net='squeeze', backbone_weights=None))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # random LPIPS backbone, torchvision deprecations
-        return MODELS.build(tiny_icmsr_config(adapter=adapter, **kwargs))
+        return MODELS.build(tiny_model_cfg(adapter, **kwargs))
 
 
 def hq_batch(batch=2, size=64, prompt='a photo'):

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from icmsr.models import arch_configs as arch
-from icmsr.models.backbones import (PretrainedWeightsError, build_multi_adapter,
+from tiny_config import arch_entry as arch
+from icmsr.models.backbones import (PretrainedWeightsError,
                                     build_scheduler, build_t2i_adapter, build_text_encoder,
                                     build_tokenizer, build_unet, build_vae)
 
@@ -15,15 +15,15 @@ def _count(build, cfg):
 
 def test_sd14_architectures_match_published_parameter_counts():
     # Published sizes of CompVis/stable-diffusion-v1-4's components.
-    assert _count(build_unet, arch.SD14_UNET) == 859_520_964
-    assert _count(build_vae, arch.SD14_VAE) == 83_653_863
-    assert _count(build_text_encoder, arch.SD14_TEXT_ENCODER) == 123_060_480
+    assert _count(build_unet, arch('sd14_unet')) == 859_520_964
+    assert _count(build_vae, arch('sd14_vae')) == 83_653_863
+    assert _count(build_text_encoder, arch('sd14_text_encoder')) == 123_060_480
 
 
 def test_sd14_adapters_feed_every_unet_down_block():
     with torch.device('meta'):
-        color = build_t2i_adapter(from_config=arch.T2I_ADAPTER_COLOR_SD14)
-        canny = build_t2i_adapter(from_config=arch.T2I_ADAPTER_CANNY_SD14)
+        color = build_t2i_adapter(from_config=arch('adapter_color_sd14'))
+        canny = build_t2i_adapter(from_config=arch('adapter_canny_sd14'))
         fc = color(torch.empty(1, 3, 512, 512))
         fe = canny(torch.empty(1, 1, 512, 512))
     expect = [(320, 64), (640, 32), (1280, 16), (1280, 8)]
@@ -32,7 +32,7 @@ def test_sd14_adapters_feed_every_unet_down_block():
 
 
 def test_scheduler_is_sd_schedule_without_clipping():
-    sched = build_scheduler(from_config=arch.SD14_SCHEDULER)
+    sched = build_scheduler(from_config=arch('sd14_scheduler'))
     assert sched.config.clip_sample is False
     betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
     expect = torch.cumprod(1 - betas, 0).float()
@@ -55,18 +55,18 @@ def test_offline_tokenizers(kind):
 def test_save_pretrained_folders_load_back_through_users_path(tmp_path):
     torch.manual_seed(0)
     root = tmp_path / 'tiny-sd'
-    unet = build_unet(from_config=arch.TINY_UNET)
-    vae = build_vae(from_config=arch.TINY_VAE)
-    text = build_text_encoder(from_config=arch.TINY_TEXT_ENCODER)
+    unet = build_unet(from_config=arch('tiny_unet'))
+    vae = build_vae(from_config=arch('tiny_vae'))
+    text = build_text_encoder(from_config=arch('tiny_text_encoder'))
     tok = build_tokenizer(from_config=dict(kind='tiny'))
-    sched = build_scheduler(from_config=arch.SD14_SCHEDULER)
+    sched = build_scheduler(from_config=arch('sd14_scheduler'))
     unet.save_pretrained(root / 'unet')
     vae.save_pretrained(root / 'vae')
     text.save_pretrained(root / 'text_encoder')
     tok.save_pretrained(root / 'tokenizer')
     sched.save_pretrained(root / 'scheduler')
-    color = build_t2i_adapter(from_config=arch.TINY_ADAPTER_COLOR)
-    canny = build_t2i_adapter(from_config=arch.TINY_ADAPTER_CANNY)
+    color = build_t2i_adapter(from_config=arch('tiny_adapter_color'))
+    canny = build_t2i_adapter(from_config=arch('tiny_adapter_canny'))
     color.save_pretrained(tmp_path / 'color')
     canny.save_pretrained(tmp_path / 'canny')
 
@@ -85,9 +85,10 @@ def test_save_pretrained_folders_load_back_through_users_path(tmp_path):
     assert tok2('a cat').input_ids == tok('a cat').input_ids
     sched2 = build_scheduler(from_pretrained=str(root), subfolder='scheduler')
     assert torch.equal(sched2.alphas_cumprod, sched.alphas_cumprod)
-    multi = build_multi_adapter([dict(from_pretrained=str(tmp_path / 'color')),
-                                 dict(type='SDT2IAdapter', from_pretrained=str(tmp_path / 'canny'))])
-    assert len(multi.adapters) == 2
+    from icmsr.models import TeacherCondition
+    multi = TeacherCondition('multi', [dict(type='SDT2IAdapter', from_pretrained=str(tmp_path / 'color')),
+                                       dict(type='SDT2IAdapter', from_pretrained=str(tmp_path / 'canny'))])
+    assert len(multi.adapter.adapters) == 2
     half = build_unet(from_pretrained=str(root), subfolder='unet', torch_dtype='bf16')
     assert half.dtype == torch.bfloat16
 
@@ -114,4 +115,4 @@ def test_exactly_one_source_required():
     with pytest.raises(ValueError, match='exactly one'):
         build_unet()
     with pytest.raises(ValueError, match='exactly one'):
-        build_unet(from_pretrained='a/b', from_config=arch.TINY_UNET)
+        build_unet(from_pretrained='a/b', from_config=arch('tiny_unet'))

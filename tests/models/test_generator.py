@@ -1,7 +1,7 @@
 """OneStepGenerator and the role-switched LoRA it relies on."""
 import torch
 
-from icmsr.models import arch_configs as arch
+from tiny_config import arch_entry as arch
 from icmsr.models.backbones import build_scheduler, build_unet
 from icmsr.models.diffusion import GENERATOR_ROLE, add_noise, x0_from_eps
 from icmsr.models.generator import OneStepGenerator
@@ -12,14 +12,14 @@ from model_testlib import randomize_lora
 
 def _generator(**kwargs):
     torch.manual_seed(0)
-    return OneStepGenerator(vae=dict(type='SDVAE', from_config=arch.TINY_VAE),
-                            unet=dict(type='SDUNet', from_config=arch.TINY_UNET),
-                            scheduler=dict(type='SDScheduler', from_config=arch.SD14_SCHEDULER),
+    return OneStepGenerator(vae=dict(type='SDVAE', from_config=arch('tiny_vae')),
+                            unet=dict(type='SDUNet', from_config=arch('tiny_unet')),
+                            scheduler=dict(type='SDScheduler', from_config=arch('sd14_scheduler')),
                             **kwargs)
 
 
 def test_x0_formula_inverts_add_noise_at_999():
-    sched = build_scheduler(from_config=arch.SD14_SCHEDULER)
+    sched = build_scheduler(from_config=arch('sd14_scheduler'))
     g = torch.Generator().manual_seed(0)
     z0 = torch.randn(2, 4, 8, 8, generator=g)
     eps = torch.randn(2, 4, 8, 8, generator=g)
@@ -83,7 +83,7 @@ def test_vae_lora_targets_only_the_encoder():
 
 def test_fresh_lora_leaves_outputs_unchanged_and_roles_switch():
     torch.manual_seed(0)
-    unet = build_unet(from_config=arch.TINY_UNET)
+    unet = build_unet(from_config=arch('tiny_unet'))
     x = torch.randn(1, 4, 8, 8)
     c = torch.randn(1, 77, 32)
     t = torch.tensor([500])

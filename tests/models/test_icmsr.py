@@ -5,7 +5,7 @@ from mmengine.runner.checkpoint import get_state_dict, load_state_dict
 
 from model_testlib import build_tiny, hq_batch
 
-from icmsr.models import arch_configs as arch
+from tiny_config import arch_entry
 from icmsr.structures import SRDataSample
 
 OPTIM = dict(constructor='ICMSROptimWrapperConstructor',
@@ -81,7 +81,7 @@ def test_aux_loss_sees_adapter_features_only_with_the_option():
                                          is None else len(kw['down_intrablock_additional_residuals'])),
             with_kwargs=True)
         cond = torch.rand(2, 3, 64, 64)
-        feats = model.regularizer.adapter_features(cond)
+        feats = model.condition.features(cond)
         model.aux_diffusion(torch.randn(2, 4, 8, 8), model.text.encode(['a', 'b']), feats)
         hook.remove()
         assert seen == [expect]
@@ -132,15 +132,18 @@ def test_checkpoint_holds_only_trainable_tensors_and_loads_strictly(tmp_path):
     model = build_tiny('multi', generator=dict(train_conv_in=True))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     for state in (model.state_dict(), get_state_dict(model)):
-        assert set(state) == trainable
+        # The trained tensors, and the fingerprint of the frozen base they were trained on.
+        assert set(state) == trainable | {'_extra_state'}
+        assert set(state['_extra_state']['base_fingerprint']) == {'unet', 'vae', 'text_encoder'}
     assert any(k.startswith('generator.vae_lora.') for k in trainable)
     assert any(k.startswith('aux_diffusion.lora.') for k in trainable)
     assert 'generator.conv_in.weight' in trainable
-    state = {k: v.clone() + 0.01 for k, v in model.state_dict().items()}
+    state = {k: v.clone() + 0.01 if k != '_extra_state' else v
+             for k, v in model.state_dict().items()}
     other = build_tiny('multi', generator=dict(train_conv_in=True))
     result = other.load_state_dict(state, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
-    assert all(torch.equal(state[k], v) for k, v in other.state_dict().items())
+    assert all(torch.equal(state[k], v) for k, v in other.state_dict().items() if k != '_extra_state')
     load_state_dict(other, state, strict=True)  # MMEngine's loader, as the Runner uses
     missing = dict(state)
     missing.pop('generator.conv_in.weight')
@@ -169,24 +172,26 @@ def test_val_step_returns_cpu_float_predictions_in_unit_range(tiny_model):
     assert torch.equal(out[0].gt_img, data['inputs']['gt'][0].float() / 255)
     again = tiny_model.test_step(data)
     assert torch.equal(again[0].pred_img, out[0].pred_img)
-    sr = tiny_model.super_resolve(data['inputs']['lq'][0][None].float() / 255, ['x'], scale=4)
+    sr = tiny_model.super_resolve(data['inputs']['lq'][0][None].float() / 255, [''])
     assert sr.shape == (1, 3, 64, 64)
+    # val/test run the one super-resolution path itself.
+    assert torch.equal(sr[0], out[0].pred_img)
 
 
-def test_preprocessor_degrades_and_extracts_conditions_in_training(tiny_model):
-    pre = tiny_model.data_preprocessor
-    out = pre(hq_batch(), training=True)
-    inputs = out['inputs']
-    assert inputs['gt'].shape == inputs['lq'].shape == (2, 3, 64, 64)
-    assert not torch.equal(inputs['gt'], inputs['lq'])
-    assert isinstance(inputs['cond'], list) and inputs['cond'][1].shape == (2, 1, 64, 64)
-    test = pre(dict(inputs=dict(lq=[torch.zeros(3, 16, 16, dtype=torch.uint8)])), training=False)
-    assert test['inputs']['lq'].shape == (1, 3, 64, 64) and test['inputs']['gt'] is None
-    assert test['inputs']['cond'] is None
+def test_training_inputs_degrade_and_extract_conditions(tiny_model):
+    batch = tiny_model.training_inputs(hq_batch())
+    assert batch['gt'].shape == batch['lq'].shape == (2, 3, 64, 64)
+    assert not torch.equal(batch['gt'], batch['lq'])
+    assert isinstance(batch['cond'], list) and batch['cond'][1].shape == (2, 1, 64, 64)
+    # At test time the preprocessor only stacks: resizing happens in super_resolve.
+    test = tiny_model.data_preprocessor(
+        dict(inputs=dict(lq=[torch.zeros(3, 16, 16, dtype=torch.uint8)])), training=False)
+    assert test['inputs']['lq'].shape == (1, 3, 16, 16) and test['inputs']['gt'] is None
+    assert tiny_model.forward(test['inputs']).shape == (1, 3, 64, 64)
 
 
 def test_bf16_frozen_parts_train_with_fp32_lora():
-    model = build_tiny('color', unet=dict(type='SDUNet', from_config=arch.TINY_UNET,
+    model = build_tiny('color', unet=dict(type='SDUNet', from_config=arch_entry('tiny_unet'),
                                           torch_dtype='bfloat16'))
     ow = build_optim_wrapper(model, OPTIM)
     assert model.unet.dtype == torch.bfloat16

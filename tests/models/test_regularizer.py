@@ -1,4 +1,4 @@
-"""The ICM regularizer: formula, sign, CFG, adapter handling, timestep ranges."""
+"""The ICM regularizer and the teacher condition: formula, sign, CFG, adapters, timestep ranges."""
 
 import torch
 
@@ -57,24 +57,24 @@ def test_adapter_scale_zero_is_bitwise_text_only_vsd():
     grads = []
     for scale, c in ((0.0, cond), (None, None)):
         if scale is not None:
-            model.regularizer.adapter_scale = scale
-        feats = model.regularizer.adapter_features(c)
+            model.condition.scale = scale
+        feats = model.condition.features(c)
         z = z0.clone().requires_grad_(True)
         loss, _ = model.regularizer(z, embeds, neg, feats, timesteps=t, noise=eps)
         loss.backward()
         grads.append(z.grad)
     assert torch.equal(grads[0], grads[1])
     # ... and the adapter does matter at scale 1.
-    model.regularizer.adapter_scale = 1.0
+    model.condition.scale = 1.0
     z = z0.clone().requires_grad_(True)
-    model.regularizer(z, embeds, neg, model.regularizer.adapter_features(cond),
+    model.regularizer(z, embeds, neg, model.condition.features(cond),
                       timesteps=t, noise=eps)[0].backward()
     assert not torch.allclose(z.grad, grads[0])
 
 
 def test_descent_moves_z0_towards_the_teacher():
     model, z0, embeds, neg, cond = _setup()
-    feats = model.regularizer.adapter_features(cond)
+    feats = model.condition.features(cond)
     t = torch.tensor([400, 600])
     eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(9))
     # A perfect fake score (it knows the noise, Lemma 1) makes x0_fake == z0.
@@ -96,7 +96,7 @@ def test_descent_moves_z0_towards_the_teacher():
 def test_teacher_is_cfg_of_adapter_conditioned_frozen_unet():
     model, z0, embeds, neg, cond = _setup()
     reg = model.regularizer
-    feats = reg.adapter_features(cond)
+    feats = model.condition.features(cond)
     t = torch.tensor([250, 750])
     z_t = torch.randn(z0.shape)
     got = reg.teacher_eps(z_t, t, embeds, neg, feats)
@@ -113,7 +113,7 @@ def test_teacher_is_cfg_of_adapter_conditioned_frozen_unet():
 def test_fake_score_gets_adapter_features_unless_disabled():
     model, z0, embeds, neg, cond = _setup()
     reg = model.regularizer
-    feats = reg.adapter_features(cond)
+    feats = model.condition.features(cond)
     seen = []
     hook = model.unet.register_forward_pre_hook(
         # Record the length now: the UNet pops the list while it runs.
@@ -134,11 +134,11 @@ def test_fake_score_gets_adapter_features_unless_disabled():
 
 def test_multi_adapter_is_weighted_sum_of_single_adapters():
     model, _, _, _, cond = _setup()
-    reg = model.regularizer
-    reg.adapter_weights = [0.7, 0.4]
-    reg.adapter_scale = 1.5
-    feats = reg.adapter_features(cond)
-    color, canny = reg.adapter.adapters
+    condition = model.condition
+    condition.weights = [0.7, 0.4]
+    condition.scale = 1.5
+    feats = condition.features(cond)
+    color, canny = condition.adapter.adapters
     with torch.no_grad():
         fc, fe = color(cond[0]), canny(cond[1])
     assert len(feats) == len(fc) == 4

@@ -33,9 +33,12 @@ def test_negative_prompt_is_encoded_once_and_not_checkpointed(tiny_model):
 
 
 def test_mmengine_init_weights_keeps_every_weight(tiny_model):
-    before = {k: v.clone() for k, v in tiny_model._unwrapped_named_tensors().items()}
+    before = {k: v.clone() for k, v in tiny_model.named_parameters()}
+    before.update({k: v.clone() for k, v in tiny_model.named_buffers()})
     tiny_model.init_weights()
-    after = tiny_model._unwrapped_named_tensors()
+    after = dict(tiny_model.named_parameters())
+    after.update(dict(tiny_model.named_buffers()))
+    assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 

@@ -135,7 +135,7 @@ def main() -> None:
           f'load average (1/5/15 min)={load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}')
     x = make_batch(args)
     print(f'batch {tuple(x.shape)}, {args.runs} timed runs, target {TARGET_S} s/batch')
-    for name, cfg in (('default', {}), ('with USM', {'use_usm': True})):
+    for name, cfg in (('default', {}), ('with USM', {'usm': {}})):
         deg = RealESRGANDegradation(**cfg)
 
         def run(i: int, deg: RealESRGANDegradation = deg) -> object:

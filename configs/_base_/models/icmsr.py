@@ -9,8 +9,10 @@
 #   ICMSR_ADAPTER_COLOR=/weights/t2iadapter_color_sd14v1
 #   ICMSR_ADAPTER_CANNY=/weights/t2iadapter_canny_sd14v1
 sd14 = '{{$ICMSR_SD14:CompVis/stable-diffusion-v1-4}}'
-adapter_color = '{{$ICMSR_ADAPTER_COLOR:TencentARC/t2iadapter_color_sd14v1}}'
-adapter_canny = '{{$ICMSR_ADAPTER_CANNY:TencentARC/t2iadapter_canny_sd14v1}}'
+adapter_color = dict(type='SDT2IAdapter',
+                     from_pretrained='{{$ICMSR_ADAPTER_COLOR:TencentARC/t2iadapter_color_sd14v1}}')
+adapter_canny = dict(type='SDT2IAdapter',
+                     from_pretrained='{{$ICMSR_ADAPTER_CANNY:TencentARC/t2iadapter_canny_sd14v1}}')
 lora_rank = 4
 
 model = dict(
@@ -20,30 +22,27 @@ model = dict(
     text_encoder=dict(type='SDTextEncoder', from_pretrained=sd14, subfolder='text_encoder'),
     tokenizer=dict(type='SDTokenizer', from_pretrained=sd14, subfolder='tokenizer'),
     scheduler=dict(type='SDScheduler', from_pretrained=sd14, subfolder='scheduler'),
-    # MultiAdapter order must match the condition extractor's 'multi' output:
-    # [colormap, canny].
-    adapter=dict(
-        type='SDMultiAdapter',
-        adapters=[dict(type='SDT2IAdapter', from_pretrained=adapter_color),
-                  dict(type='SDT2IAdapter', from_pretrained=adapter_canny)]),
-    adapter_weights=[1.0, 1.0],
+    scale=4,
     generator=dict(lora_rank=lora_rank, timestep=999),
-    # adapter_scale: Table 4 (0 = text-only OSEDiff, 0.5, 1.0 = ours).
-    regularizer=dict(cfg_scale=7.5, t_range=(20, 980), adapter_scale=1.0),
-    # use_adapter: Table 5 (False = ours; True = eps_psi also sees A(F_c)).
-    aux_diffusion=dict(lora_rank=lora_rank, t_range=(0, 1000), use_adapter=False),
     # Prompts from the datasets' captions ('' when there are none).
     text=dict(source='caption'),
+    # Inference (val/test/infer): 512 px tiles; no colour correction in the paper's tables.
+    test_cfg=dict(tile_size=512, tile_overlap=64, vae_tile_size=512, vae_overlap=64,
+                  color_fix='none'),
+    # Real-ESRGAN second-order degradation, x4, on the batch's device.
+    # resize_back: the LQ goes back to the GT size with a random mode, as OSEDiff trains.
+    degradation=dict(type='RealESRGANDegradation', scale=4, resize_back=True),
+    # The teacher's structural condition F_c (Table 2): what the extractor computes and the
+    # adapters it feeds, in MultiAdapter order [colormap, canny]; scale: Table 4 (0.5, 1.0).
+    condition=dict(kind='multi', adapters=[adapter_color, adapter_canny], weights=[1.0, 1.0],
+                   scale=1.0),
+    regularizer=dict(type='VSDRegularizer', cfg_scale=7.5, t_range=(20, 980)),
+    # use_adapter: Table 5 (False = ours; True = eps_psi also sees A(F_c)).
+    aux_diffusion=dict(lora_rank=lora_rank, t_range=(0, 1000), use_adapter=False),
     # OSEDiff's training LPIPS (VGG); the ImageNet backbone must be present.
     lpips=dict(net='vgg', require_backbone=True),
     loss_weights=dict(l2=1.0, lpips=2.0, reg=1.0),
-    data_preprocessor=dict(
-        type='SRDataPreprocessor',
-        # Real-ESRGAN second-order degradation, x4, on the batch's device.
-        # resize_back: the LQ goes back to the GT size with a random mode, as OSEDiff trains.
-        degradation=dict(type='RealESRGANDegradation', scale=4, resize_back=True),
-        # F_c: 8x8 colormap (nearest back up) and Canny (100, 200) of the HQ image.
-        condition=dict(type='ConditionExtractor', mode='multi')),
+    data_preprocessor=dict(type='SRDataPreprocessor'),
 )
 
 # Per-child DDP (generator, aux_diffusion): the two optimizer steps of train_step each
