@@ -84,7 +84,7 @@ class ICMSR(OneStepSR):
             with self.seeded_base():
                 self.fake_unet = fake_unet = build_or_use(copy.deepcopy(unet_cfg))
         self.regularizer = build_or_use(dict(regularizer or {}), type='VSDRegularizer',
-                                        unet=teacher_unet, fake_unet=fake_unet,
+                                        teacher_unet=teacher_unet, fake_unet=fake_unet,
                                         scheduler=self.scheduler, roles=self.roles)
         self.aux_diffusion = build_or_use(dict(aux_diffusion or {}), type='AuxDiffusion',
                                           unet=fake_unet, scheduler=self.scheduler,

@@ -184,10 +184,21 @@ class OneStepSR(BaseModel):
     def _keep_trainable_state(module: 'OneStepSR', state: Dict[str, Any], prefix: str,
                               local_metadata: Any) -> None:
         # Frozen weights come from the pretrained builders: checkpoints hold the trained
-        # tensors and the extra state (the base fingerprint) only.
+        # tensors and the extra state (the base fingerprint) only. Runner.save_checkpoint
+        # calls plain ``state_dict()``, so under per-child DDP the keys of a wrapped part
+        # read ``generator.module.*``; they are stored as ``generator.*`` so that single- and
+        # multi-GPU checkpoints are interchangeable (MMEngine's loader unwraps on load).
         keep = module.trainable_state_keys() | {'_extra_state'}
-        for key in [k for k in state if k.startswith(prefix) and k[len(prefix):] not in keep]:
-            del state[key]
+        wrapped = [name for name in module.trainable_groups()
+                   if is_model_wrapper(getattr(module, name))]
+        for key in [k for k in state if k.startswith(prefix)]:
+            name = key[len(prefix):]
+            for part in wrapped:
+                if name.startswith(part + '.module.'):
+                    name = part + name[len(part) + len('.module'):]
+            value = state.pop(key)
+            if name in keep:
+                state[prefix + name] = value
 
     @staticmethod
     def _ignore_missing_frozen(module: 'OneStepSR', incompatible: Any) -> None:

@@ -39,10 +39,10 @@ class VSDRegularizer(nn.Module):
     teacher; Eq. 3 and OSEDiff's code have the sign used here.
 
     Args:
-        unet: the teacher UNet (module, shared; or config, then owned here).
+        teacher_unet: the teacher's UNet (module, shared; or config, then owned here).
         scheduler: ``DDPMScheduler`` or config.
         roles: LoRA role switch of the shared UNet.
-        fake_unet: UNet of the fake score (default: ``unet``, i.e. shared).
+        fake_unet: UNet of the fake score (default: ``teacher_unet``, i.e. shared).
         cfg_scale: teacher guidance scale.
         t_range: ``(t_min, t_max)`` of the timestep draw, max exclusive.
         fake_uses_adapter: give the adapter features to the fake score too.
@@ -52,7 +52,7 @@ class VSDRegularizer(nn.Module):
             MMEngine seeds per rank).
     """
 
-    def __init__(self, unet: Any, scheduler: Any, roles: Optional[LoRARoles] = None,
+    def __init__(self, teacher_unet: Any, scheduler: Any, roles: Optional[LoRARoles] = None,
                  fake_unet: Any = None, cfg_scale: float = 7.5,
                  t_range: Tuple[int, int] = (20, 980), fake_uses_adapter: bool = True,
                  grad_form: str = 'x0', eps_weighting: str = 'uniform',
@@ -62,11 +62,12 @@ class VSDRegularizer(nn.Module):
             raise ValueError(f"VSDRegularizer grad_form must be 'x0' or 'eps', got {grad_form!r}")
         if eps_weighting not in ('uniform', 'sigma2'):
             raise ValueError(f"eps_weighting must be 'uniform' or 'sigma2', got {eps_weighting!r}")
-        if isinstance(unet, dict):
-            self.unet = build_or_use(unet)
+        if isinstance(teacher_unet, dict):
+            self.teacher_unet = build_or_use(teacher_unet)
         else:
-            object.__setattr__(self, 'unet', unet)
-        object.__setattr__(self, 'fake_unet', self.unet if fake_unet is None else fake_unet)
+            object.__setattr__(self, 'teacher_unet', teacher_unet)  # shared: owned elsewhere
+        object.__setattr__(self, 'fake_unet',
+                           self.teacher_unet if fake_unet is None else fake_unet)
         self.scheduler = build_or_use(scheduler)
         self.roles = roles if roles is not None else LoRARoles()
         self.cfg_scale = float(cfg_scale)
@@ -100,7 +101,7 @@ class VSDRegularizer(nn.Module):
         """
         both = None if feats is None else [torch.cat([f, f]) for f in feats]
         with self.roles.use(TEACHER_ROLE):
-            eps = self._unet_eps(self.unet, torch.cat([z_t, z_t]), torch.cat([t, t]),
+            eps = self._unet_eps(self.teacher_unet, torch.cat([z_t, z_t]), torch.cat([t, t]),
                                  torch.cat([negative_embeds, prompt_embeds]), both)
         eps_u, eps_c = eps.chunk(2)
         return cfg_combine(eps_u, eps_c, self.cfg_scale)

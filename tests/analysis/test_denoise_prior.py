@@ -19,11 +19,11 @@ def tool():
     return mod
 
 
-def _config(tmp_path, **kwargs):
+def _config(tmp_path, condition='multi'):
     from mmengine.config import Config
-    from icmsr.models import tiny_icmsr_config
+    from tiny_config import tiny_model_cfg
     path = str(tmp_path / 'tiny.py')
-    Config(dict(model=tiny_icmsr_config(**kwargs))).dump(path)
+    Config(dict(model=tiny_model_cfg(condition))).dump(path)
     return path
 
 
@@ -56,7 +56,7 @@ def test_missing_adapter_is_explained(tool, tmp_path):
     from mmengine.config import Config
     from icmsr.registry import register_all_modules
     register_all_modules()
-    prior = tool.DenoisePrior(Config.fromfile(_config(tmp_path, adapter=None)).model.to_dict())
-    assert list(prior.teachers) == ['text']
+    prior = tool.DenoisePrior(Config.fromfile(_config(tmp_path, condition=None)).model.to_dict())
+    assert list(prior.conditions) == []
     with pytest.raises(ValueError, match='--adapter-color'):
         prior.predict(torch.rand(1, 3, 64, 64), [500], conditions=['canny'])

@@ -76,14 +76,16 @@ def test_two_ranks_equal_one_process_on_the_combined_batch(ranks, single):
     total = torch.sqrt(sum(d.norm() ** 2 for d in steps.values()))
     for key, value in ref.items():
         assert torch.equal(r0['params'][key], r1['params'][key]), f'ranks differ at {key}'
-        # The SGD update (lr x clipped gradient) of every tensor agrees to 0.1% of its
+        # The SGD update (lr x clipped gradient) of every tensor agrees to 0.5% of its
         # norm; batch 2+2 vs 4 only reorders float sums (a wrong reduction - a sum
-        # instead of a mean, a missing all-reduce - is off by 50% or more). Tensors
-        # whose true gradient is zero (self-attention over the single token of the tiny
-        # UNet's mid block) carry float noise only, hence the floor relative to the
-        # whole update.
+        # instead of a mean, a missing all-reduce - is off by 50% or more). Measured on
+        # this tiny model: in float64 the 2+2 and 4 gradients agree to 6e-15; in float32
+        # the VAE-encoder LoRA's differ by up to 1.7e-3 (its gradient passes the one-step
+        # x0 formula's 1/sqrt(abar_999) ~ 15 amplification). Tensors whose true gradient
+        # is zero (self-attention over the single token of the tiny UNet's mid block)
+        # carry float noise only, hence the floor relative to the whole update.
         err = (r0['params'][key] - value).norm()
-        assert err <= 1e-3 * steps[key].norm() + 1e-6 * total, \
+        assert err <= 5e-3 * steps[key].norm() + 1e-6 * total, \
             f'{key}: update differs by {float(err):.2e} (its norm {float(steps[key].norm()):.2e})'
     # Both LoRA sets were trained (untouched weights would compare equal vacuously).
     for part in ('generator.', 'aux_diffusion.'):

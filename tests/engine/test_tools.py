@@ -54,7 +54,9 @@ def test_train_resume_test_chain(tiny_data, tmp_path):
     ckpt_path = work / 'iter_4.pth'
     ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=True)
     keys = list(ckpt['state_dict'])
-    assert keys and all(k.startswith(('generator.', 'aux_diffusion.')) for k in keys), keys[:5]
+    # The trained tensors, and the fingerprint of the frozen base they belong to.
+    assert keys and all(k.startswith(('generator.', 'aux_diffusion.')) or k == '_extra_state'
+                        for k in keys), keys[:5]
     assert not any('unet.' == k[:5] or k.startswith(('text.', 'regularizer.')) for k in keys)
     assert set(ckpt['optimizer']) == {'generator', 'aux_diffusion'}
     assert ckpt['meta']['iter'] == 4 and 'param_schedulers' in ckpt

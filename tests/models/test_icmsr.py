@@ -120,7 +120,7 @@ def test_base_unet_weights_are_stored_once():
     assert sum(ptr in unet_storages for ptr in all_storages) == len(unet_storages)
     # ... and generator, teacher and fake score all run that same module.
     assert model.generator.unet is model.unet
-    assert model.regularizer.unet is model.unet and model.regularizer.fake_unet is model.unet
+    assert model.regularizer.teacher_unet is model.unet and model.regularizer.fake_unet is model.unet
     assert model.aux_diffusion.unet is model.unet
     naive = build_tiny('multi', share_unet=False, generator=dict(train_conv_in=True))
     naive_numel = sum(p.numel() for p in naive.parameters())

@@ -38,8 +38,7 @@ class DenoisePrior:
 
     Args:
         model_cfg: An ``ICMSR`` model config (its ``unet``, ``vae``, ``scheduler``,
-            ``text_encoder``, ``tokenizer``, ``adapter``, ``adapter_weights``,
-            ``regularizer`` and ``data_preprocessor.condition`` entries are used).
+            ``text_encoder``, ``tokenizer``, ``condition`` and ``regularizer`` entries are used).
         adapter_color: Override/add the colour adapter (hub id or folder).
         adapter_canny: Override/add the Canny adapter (hub id or folder).
         device: Device.
@@ -49,7 +48,7 @@ class DenoisePrior:
     def __init__(self, model_cfg: Dict[str, Any], adapter_color: Optional[str] = None,
                  adapter_canny: Optional[str] = None, device: str = 'cpu',
                  cfg_scale: Optional[float] = None) -> None:
-        from icmsr.models import ConditionExtractor, VSDRegularizer
+        from icmsr.models import ConditionExtractor, TeacherCondition, VSDRegularizer
         from icmsr.models.lora import LoRARoles
         from icmsr.registry import MODELS
         build = MODELS.build
@@ -60,44 +59,32 @@ class DenoisePrior:
         text_cfg = dict(model_cfg.get('text') or {}, type='PromptEncoder',
                         text_encoder=model_cfg['text_encoder'], tokenizer=model_cfg['tokenizer'])
         self.text = build(text_cfg).to(device)
-        adapters = self._adapters(model_cfg, adapter_color, adapter_canny, build)
         reg_cfg = dict(model_cfg.get('regularizer') or {})
         scale = float(reg_cfg.get('cfg_scale', 7.5) if cfg_scale is None else cfg_scale)
-        roles = LoRARoles()
-        self.teachers = {}
-        for name, (adapter, weights) in adapters.items():
-            reg = VSDRegularizer(self.unet, sched, roles, adapter=adapter, adapter_weights=weights,
-                                 adapter_scale=reg_cfg.get('adapter_scale', 1.0), cfg_scale=scale)
-            self.teachers[name] = reg.to(device)
-        cond_cfg = dict(((model_cfg.get('data_preprocessor') or {}).get('condition')) or {})
-        cond_cfg.pop('type', None)
-        cond_cfg.pop('mode', None)
-        self.extractor = ConditionExtractor(mode='multi', **cond_cfg)
+        # The teacher of every row: one frozen UNet; the rows differ in the adapter features.
+        self.teacher = VSDRegularizer(self.unet, sched, LoRARoles(), cfg_scale=scale).to(device)
+        cond_cfg = dict(model_cfg.get('condition') or {})
+        self.conditions = {
+            kind: TeacherCondition(kind, adapters, weights=cond_cfg.get('weights') if kind == 'multi'
+                                   else None, scale=cond_cfg.get('scale', 1.0)).to(device)
+            for kind, adapters in self._adapters(cond_cfg, adapter_color, adapter_canny, build).items()}
+        self.extractor = ConditionExtractor(mode='multi', **dict(cond_cfg.get('extractor') or {}))
         self.scheduler = sched
 
     @staticmethod
-    def _adapters(model_cfg: Dict[str, Any], color: Optional[str], canny: Optional[str], build) -> Dict:
-        """``{condition: (adapter module or None, weights)}`` for every available condition."""
+    def _adapters(cond_cfg: Dict[str, Any], color: Optional[str], canny: Optional[str],
+                  build) -> Dict[str, list]:
+        """``{condition kind: [adapter modules]}`` for every kind the available adapters allow."""
         found: Dict[str, Any] = {}
-        weights = model_cfg.get('adapter_weights')
-        cfg = model_cfg.get('adapter')
-        if cfg is not None:
-            module = build(dict(cfg))
-            parts = list(module.adapters) if hasattr(module, 'adapters') else [module]
-            for part in parts:
-                kind = 'colormap' if part.config.in_channels == 3 else 'canny'
-                found[kind] = part
+        for adapter_cfg in cond_cfg.get('adapters') or []:
+            part = build(dict(adapter_cfg))
+            found['colormap' if part.config.in_channels == 3 else 'canny'] = part
         for kind, path in (('colormap', color), ('canny', canny)):
             if path is not None:
                 found[kind] = build(dict(type='SDT2IAdapter', from_pretrained=path))
-        out: Dict[str, Any] = {'text': (None, None)}
-        for kind in ('colormap', 'canny'):
-            if kind in found:
-                out[kind] = (found[kind].eval(), None)
+        out = {kind: [found[kind]] for kind in ('colormap', 'canny') if kind in found}
         if 'colormap' in found and 'canny' in found:
-            from diffusers import MultiAdapter
-            out['multi'] = (MultiAdapter([found['colormap'], found['canny']]).eval(),
-                            list(weights) if weights else [1.0, 1.0])
+            out['multi'] = [found['colormap'], found['canny']]
         return out
 
     @torch.no_grad()
@@ -132,7 +119,7 @@ class DenoisePrior:
             ``{'z0', 'images': {cond: [img per t]}, 'rmse': {cond: [latent RMSE per t]}, 'cond_inputs'}``.
         """
         from icmsr.models.diffusion import add_noise, x0_from_eps
-        missing = [c for c in conditions if c not in self.teachers]
+        missing = [c for c in conditions if c != 'text' and c not in self.conditions]
         if missing:
             raise ValueError(f'No adapter for {missing}: the config has none; pass --adapter-color / '
                              '--adapter-canny (e.g. TencentARC/t2iadapter_color_sd14v1).')
@@ -150,9 +137,8 @@ class DenoisePrior:
             eps = torch.randn(z0.shape, generator=gen).to(self.device)
             z_t = add_noise(self.scheduler, z0, eps, ts)
             for cond in conditions:
-                reg = self.teachers[cond]
-                feats = reg.adapter_features(inputs[cond])
-                eps_hat = reg.teacher_eps(z_t, ts, embeds, negative, feats)
+                feats = None if cond == 'text' else self.conditions[cond].features(inputs[cond])
+                eps_hat = self.teacher.teacher_eps(z_t, ts, embeds, negative, feats)
                 x0 = x0_from_eps(self.scheduler, z_t, eps_hat, ts)
                 rmse[cond].append((x0 - z0).pow(2).mean().sqrt().item())
                 images[cond].append(self.decode(x0).cpu())
@@ -258,7 +244,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     register_all_modules()
     prior = DenoisePrior(Config.fromfile(args.config).model.to_dict(), args.adapter_color,
                          args.adapter_canny, args.device, args.cfg_scale)
-    conditions = args.conditions or [c for c in CONDITIONS if c in prior.teachers]
+    conditions = args.conditions or [c for c in CONDITIONS if c == 'text' or c in prior.conditions]
     os.makedirs(args.out, exist_ok=True)
     table = {}
     for path in args.images:

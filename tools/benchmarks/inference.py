@@ -66,17 +66,20 @@ def worker(arch: str, variant: str, out_side: int, tile: int, repeats: int, devi
     import torch
     if threads:
         torch.set_num_threads(threads)
-    from icmsr.apis import TiledSuperResolver, TileSettings, init_model
-    from icmsr.models import icmsr_model_config
+    from bench_models import bench_model_config
+    from icmsr.apis import TileSettings, init_model
+    from icmsr.models import OneStepSR
     fuse_mode, dtype = variant.split('-')
     dtype = dict(fp32='float32', bf16='bfloat16', fp16='float16')[dtype]
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    model = init_model(icmsr_model_config(arch, adapter=None), None, device=device, dtype=dtype,
-                       fuse=fuse_mode == 'fused')
+    model = init_model(OneStepSR.inference_config(bench_model_config(arch, None)), None,
+                       device=device, dtype=dtype, fuse=fuse_mode == 'fused', allow_untrained=True)
     build_s = time.perf_counter() - t0
-    runner = TiledSuperResolver(model.generator, model.encode_prompts, model.scale,
-                                TileSettings(tile, 64, tile, 64))
+    tiles = TileSettings(tile, 64, tile, 64)
+
+    def runner(lq, prompt):
+        return model.super_resolve(lq, [prompt], tiles=tiles)
     lq = torch.rand(1, 3, out_side // 4, out_side // 4)
     sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
     for _ in range(warmup):  # allocator, kernel selection

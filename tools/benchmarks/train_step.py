@@ -29,7 +29,7 @@ def _worker(arch: str, layout: str, size: int, steps: int, batch: int) -> Dict[s
     import torch
     from mmengine.optim import build_optim_wrapper
 
-    from icmsr.models import icmsr_model_config
+    from bench_models import bench_model_config
     from icmsr.registry import MODELS, register_all_modules
     from icmsr.structures import SRDataSample
 
@@ -37,9 +37,8 @@ def _worker(arch: str, layout: str, size: int, steps: int, batch: int) -> Dict[s
     register_all_modules()
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    model = MODELS.build(icmsr_model_config(
-        arch, adapter='multi', share_unet=(layout == 'shared'),
-        lpips=dict(net='vgg', backbone_weights=None)))
+    model = MODELS.build(bench_model_config(
+        arch, 'multi', share_unet=(layout == 'shared'), lpips=dict(net='vgg', backbone_weights=None)))
     build_s = time.perf_counter() - t0
     model.train()
     ow = build_optim_wrapper(model, dict(

@@ -61,17 +61,9 @@ sd14_scheduler = dict(
     set_alpha_to_one=False,
     steps_offset=1,
     prediction_type='epsilon')
-# TencentARC/t2iadapter_color_sd14v1: light adapter on RGB colormaps
-adapter_color_sd14 = dict(
-    in_channels=3,
-    channels=(320, 640, 1280),
-    num_res_blocks=4,
-    downscale_factor=8,
-    adapter_type='light_adapter')
-# TencentARC/t2iadapter_canny_sd14v1: full adapter on 1-channel edge maps
-adapter_canny_sd14 = dict(
-    in_channels=1,
-    channels=(320, 640, 1280, 1280),
-    num_res_blocks=2,
-    downscale_factor=8,
-    adapter_type='full_adapter')
+# TencentARC/t2iadapter_color_sd14v1: light adapter on RGB colormaps.
+adapter_color_sd14 = dict(in_channels=3, channels=(320, 640, 1280), num_res_blocks=4,
+                          downscale_factor=8, adapter_type='light_adapter')
+# TencentARC/t2iadapter_canny_sd14v1: full adapter on 1-channel edge maps.
+adapter_canny_sd14 = dict(in_channels=1, channels=(320, 640, 1280, 1280), num_res_blocks=2,
+                          downscale_factor=8, adapter_type='full_adapter')
