@@ -99,3 +99,51 @@ def test_cli_runs_from_a_config_file(tiny_cfg, photo_dir, tmp_path):
     code = tool.main(args + ['--allow-untrained'])
     assert code == 1  # broken.png failed, a.png written
     assert os.listdir(tmp_path / 'cli') == ['a.png']
+
+
+def test_unwritable_output_fails_before_any_image_is_computed(tiny_model, photo_dir, tmp_path):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('not a folder')
+    calls = []
+    inf = SRInferencer(model=tiny_model)
+    inf.process_one = lambda *a, **k: calls.append(a)  # would be the expensive part
+    with pytest.raises(OSError, match='not writable'):
+        inf(str(photo_dir), str(blocker / 'out'), progress=False)
+    assert calls == []
+
+
+def test_summary_names_device_dtype_tiles_and_folder(tiny_model, tmp_path):
+    write_png(str(tmp_path / 'in' / 'x.png'), 40, 24)  # -> 160 x 96, padded 192 x 128: 4 x 3 tiles
+    from icmsr.apis import TileSettings
+    inf = SRInferencer(model=tiny_model, device='cpu', tiles=TileSettings(64, 16, 64, 16))
+    seen = []
+    text = inf(str(tmp_path / 'in'), str(tmp_path / 'out'), progress=False)
+    line = text.format().splitlines()[1]
+    assert line.startswith('device cpu, float32,') and str(tmp_path / 'out') in line
+    assert text.tiles == 12 and '12 UNet tile(s) of 64 px' in line
+    # The tile counter is reported live, tile by tile, through the progress callback.
+    inf.process_one(str(tmp_path / 'in' / 'x.png'), lambda *a: seen.append(a))
+    assert [a for a in seen if a[0] == 'denoise'] == [('denoise', i, 12) for i in range(1, 13)]
+
+
+def test_python_api_takes_what_people_pass(tiny_model, tmp_path):
+    from icmsr.apis import default_device, image_to_tensor, super_resolve_image
+    rgb = write_png(str(tmp_path / 'p.png'), 16, 12, seed=3)
+    ref = super_resolve_image(tiny_model, str(tmp_path / 'p.png'))
+    pil = Image.open(tmp_path / 'p.png')
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1, ), 7, np.uint8)], axis=2)
+    for image in (pil, rgb, rgb.astype(np.float32) / 255, rgba, Image.fromarray(rgba)):
+        assert np.array_equal(super_resolve_image(tiny_model, image), ref), type(image)
+    gray = rgb[..., 0]
+    # Grayscale becomes RGB as the file loader does (the same value in every channel).
+    assert np.array_equal(image_to_tensor(gray), image_to_tensor(np.repeat(gray[..., None], 3, 2)))
+    Image.fromarray(gray).save(tmp_path / 'g.png')
+    assert np.array_equal(image_to_tensor(Image.open(tmp_path / 'g.png')), image_to_tensor(gray))
+    outs = super_resolve_image(tiny_model, [rgb, str(tmp_path / 'p.png')])
+    assert isinstance(outs, list) and all(np.array_equal(o, ref) for o in outs)
+    with pytest.raises(ValueError, match=r'\[0, 1\]'):
+        image_to_tensor(rgb.astype(np.float32))
+    with pytest.raises(TypeError, match='PIL image'):
+        image_to_tensor(12)
+    # init_model and SRInferencer choose the same device by default.
+    assert SRInferencer(model=tiny_model).device == default_device()
