@@ -137,7 +137,7 @@ class _MultiSetLoop(BaseLoop):
     def _merge_reports(self) -> None:
         """Write all sets' IQAMetrics summaries as one JSON and one Markdown table."""
         from mmengine.dist import is_main_process
-        from icmsr.evaluation.reports import make_summary, markdown_table, write_json
+        from icmsr.evaluation.reports import make_summary, markdown_table, write_json, write_table
         summaries = [m.last_summary for ev in self.evaluators for m in ev.metrics
                      if getattr(m, 'last_summary', None)]
         if not summaries or not is_main_process():
@@ -147,9 +147,7 @@ class _MultiSetLoop(BaseLoop):
             datasets = {k: v for s in summaries for k, v in s['datasets'].items()}
             summaries = [make_summary(methods.pop(), datasets, summaries[0]['settings'])]
             write_json(os.path.join(self.report_dir, 'summary.json'), summaries[0])
-        os.makedirs(self.report_dir, exist_ok=True)
-        with open(os.path.join(self.report_dir, 'table.md'), 'w') as f:
-            f.write(markdown_table(summaries))
+        write_table(os.path.join(self.report_dir, 'table.md'), markdown_table(summaries))
 
 
 @LOOPS.register_module()
