@@ -11,12 +11,11 @@ import torch
 from mmengine.dataset import pseudo_collate
 from PIL import Image
 
-from icmsr.datasets import (BadImageWarning, HQImageDataset, ImageLoadError,
-                            PairedImageDataset, make_synthetic_paired_set,
-                            skimage_training_images)
+from demo_data import make_synthetic_paired_set, skimage_training_images
+from icmsr.datasets import BadImageWarning, HQImageDataset, ImageLoadError, PairedImageDataset
 from icmsr.registry import DATASETS, TRANSFORMS, register_all_modules
 from icmsr.structures import SRDataSample
-from icmsr.utils.benchmark_data import realsr_root
+from realsr_data import realsr_root
 
 REALSR = realsr_root()
 PAIRED_PIPELINE = [dict(type='LoadImageFromFile', key='lq'),

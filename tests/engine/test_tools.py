@@ -27,7 +27,7 @@ def _run(args, env):
 
 @pytest.fixture(scope='module')
 def tiny_data(tmp_path_factory):
-    from icmsr.datasets import make_synthetic_paired_set, skimage_training_images
+    from demo_data import make_synthetic_paired_set, skimage_training_images
     root = tmp_path_factory.mktemp('tiny_data')
     skimage_training_images(str(root / 'train'), size=96, names=['astronaut', 'coffee'])
     make_synthetic_paired_set(str(root / 'test'), num_images=2, gt_size=128, scale=4)

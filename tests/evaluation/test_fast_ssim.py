@@ -11,7 +11,7 @@ import torch
 from icmsr.evaluation.fast_ssim import FastSSIMScorer, gaussian_1d, ssim_y, window_1d
 from icmsr.evaluation.folder_eval import read_image
 from icmsr.evaluation.scorers import METRIC_INFO, build_scorers
-from icmsr.utils.benchmark_data import realsr_root
+from realsr_data import realsr_root
 
 ROOT = realsr_root()
 # Measured difference to pyiqa ~1e-10; 1e-8 fails if the window's float32 total
