@@ -28,6 +28,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from icmsr.models.generator import OneStepGenerator
+from icmsr.utils.atomic_io import atomic_path, atomic_write
 
 FORMAT_VERSION = 1
 META_FILE = 'icmsr_lora.json'
@@ -84,8 +85,9 @@ def export_generator(generator: OneStepGenerator, out_dir: str, description: Dic
     files = {}
     unet_rank, unet_alpha = _rank_alpha(generator.unet_lora)
     files['unet'] = os.path.join(out_dir, UNET_FILE)
-    save_file(_branch_state(generator.unet_lora, 'unet'), files['unet'],
-              metadata={'format': 'pt', _PEFT_METADATA_KEY: _peft_metadata('unet', generator.unet_lora)})
+    with atomic_path(files['unet']) as tmp:
+        save_file(_branch_state(generator.unet_lora, 'unet'), tmp,
+                  metadata={'format': 'pt', _PEFT_METADATA_KEY: _peft_metadata('unet', generator.unet_lora)})
     meta = copy.deepcopy(description)
     meta.update(format_version=FORMAT_VERSION, timestep=generator.timestep,
                 scaling_factor=generator.scaling_factor, infer_latent=generator.infer_latent,
@@ -94,8 +96,9 @@ def export_generator(generator: OneStepGenerator, out_dir: str, description: Dic
                                targets=sorted(k.replace('__', '.') for k in generator.unet_lora)))
     if len(generator.vae_lora):
         files['vae'] = os.path.join(out_dir, VAE_FILE)
-        save_file(_branch_state(generator.vae_lora, 'vae'), files['vae'],
-                  metadata={'format': 'pt', _PEFT_METADATA_KEY: _peft_metadata('vae', generator.vae_lora)})
+        with atomic_path(files['vae']) as tmp:
+            save_file(_branch_state(generator.vae_lora, 'vae'), tmp,
+                      metadata={'format': 'pt', _PEFT_METADATA_KEY: _peft_metadata('vae', generator.vae_lora)})
         rank, alpha = _rank_alpha(generator.vae_lora)
         meta['vae_lora'] = dict(rank=rank, alpha=alpha, file=VAE_FILE,
                                 targets=sorted(k.replace('__', '.') for k in generator.vae_lora))
@@ -103,11 +106,12 @@ def export_generator(generator: OneStepGenerator, out_dir: str, description: Dic
         meta['vae_lora'] = None
     if generator.conv_in is not None:
         files['conv_in'] = os.path.join(out_dir, CONV_IN_FILE)
-        save_file({f'conv_in.{k}': v.detach().float().cpu().contiguous()
-                   for k, v in generator.conv_in.state_dict().items()}, files['conv_in'])
+        with atomic_path(files['conv_in']) as tmp:
+            save_file({f'conv_in.{k}': v.detach().float().cpu().contiguous()
+                       for k, v in generator.conv_in.state_dict().items()}, tmp)
     meta['conv_in'] = CONV_IN_FILE if generator.conv_in is not None else None
     files['meta'] = os.path.join(out_dir, META_FILE)
-    with open(files['meta'], 'w') as f:
+    with atomic_write(files['meta'], 'w') as f:
         json.dump(meta, f, indent=2, sort_keys=True)
     if merged:
         files.update(_save_merged(generator, os.path.join(out_dir, 'merged')))

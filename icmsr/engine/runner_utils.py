@@ -11,6 +11,7 @@ from typing import Optional
 from mmengine.config import Config
 
 from icmsr.compat import trusted_checkpoint_loading
+from icmsr.engine.checkpoint_io import checkpoint_problem, resolve_resume
 
 #: Plain wrapper type -> its mixed-precision twin.
 AMP_TWINS = {
@@ -53,23 +54,34 @@ def set_resume(cfg: Config, resume: Optional[str]) -> None:
     """Apply ``--resume [PATH]``: a path resumes from that file, ``'auto'`` from the latest.
 
     ``'auto'`` reads ``<work_dir>/last_checkpoint`` (written by ``CheckpointHook``)
-    and starts from scratch when there is none.
+    and starts from scratch when the work dir has no checkpoint. A truncated or
+    unreadable newest checkpoint falls back to the newest intact one, with a
+    warning naming both (:func:`icmsr.engine.checkpoint_io.resolve_resume`).
+    Call after the work dir is set.
 
     Args:
         cfg: Training config (``resume`` and ``load_from`` are set).
         resume: ``None`` (no resume), ``'auto'``, or a checkpoint path.
 
     Raises:
-        FileNotFoundError: When an explicit path does not exist.
+        FileNotFoundError: An explicit path does not exist, or ``last_checkpoint``
+            is empty or dangling.
+        RuntimeError: The explicit checkpoint, or every checkpoint of the work
+            dir, is truncated or unreadable.
     """
     if resume is None:
         return
     cfg.resume = True
     if resume == 'auto':
-        cfg.load_from = None
+        work_dir = cfg.get('work_dir')
+        cfg.load_from = resolve_resume(work_dir) if work_dir else None
         return
-    if '://' not in resume and not osp.isfile(resume):
-        raise FileNotFoundError(f'--resume: checkpoint {resume!r} does not exist.')
+    if '://' not in resume:
+        if not osp.isfile(resume):
+            raise FileNotFoundError(f'--resume: checkpoint {resume!r} does not exist.')
+        problem = checkpoint_problem(resume)
+        if problem is not None:
+            raise RuntimeError(f'--resume: checkpoint {resume} is unreadable: {problem}.')
     cfg.load_from = resume
 
 

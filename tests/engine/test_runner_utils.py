@@ -35,7 +35,7 @@ def test_set_resume(tmp_path):
     set_resume(cfg, 'auto')
     assert cfg.resume is True and cfg.load_from is None
     ckpt = tmp_path / 'iter_10.pth'
-    ckpt.write_bytes(b'x')
+    torch.save({'state_dict': {}}, ckpt)
     set_resume(cfg, str(ckpt))
     assert cfg.load_from == str(ckpt)
     with pytest.raises(FileNotFoundError, match='nope.pth'):
