@@ -7,6 +7,7 @@ reported at once with the toolkit's own message.
 """
 import os
 import socket
+import threading
 from typing import Optional
 
 _TRUE = ('1', 'true', 'yes', 'on')
@@ -38,11 +39,20 @@ def hub_reachable(host: str = 'huggingface.co', port: int = 443, timeout: float 
     if offline_requested():
         return False
     if _cached is None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                _cached = True
-        except Exception:  # DNS failure, refused, timeout, or a test's socket guard
-            _cached = False
+        result = []
+
+        def probe() -> None:
+            try:
+                with socket.create_connection((host, port), timeout=timeout):
+                    result.append(True)
+            except Exception:  # DNS failure, refused, timeout, or a test's socket guard
+                result.append(False)
+
+        # Name resolution ignores the socket timeout; bound the whole probe.
+        thread = threading.Thread(target=probe, daemon=True)
+        thread.start()
+        thread.join(timeout)
+        _cached = bool(result and result[0])
     return _cached
 
 
