@@ -65,6 +65,9 @@ def test_train_resume_test_chain(tiny_data, tmp_path):
     assert osp.getsize(ckpt_path) < 5e6
     grids = [f for _, _, fs in os.walk(work) for f in fs if f.startswith('train_lq_sr_hq')]
     assert grids, 'no visualisation grid written'
+    # The tiny config writes TensorBoard events too (scalars and the grids).
+    events = [f for _, _, fs in os.walk(work) for f in fs if f.startswith('events.out.tfevents')]
+    assert events, 'no TensorBoard event file written'
 
     log = _run(['tools/train.py', TINY, '--work-dir', str(work), '--resume'] + _short(6), env)
     assert 'resumed epoch: 0, iter: 4' in log
