@@ -97,3 +97,23 @@ def test_rejects_append_mode(tmp_path):
     with pytest.raises(ValueError, match='mode'):
         with atomic_write(str(tmp_path / 'x'), 'a'):
             pass
+
+
+def test_infer_save_image_never_leaves_a_partial_file(tmp_path, monkeypatch):
+    """A writer dying inside the encoder leaves neither a truncated nor a stale-name file."""
+    from icmsr.apis.inferencer import save_image
+    img = np.zeros((8, 8, 3), np.uint8)
+    real_save = Image.Image.save
+
+    def dying_save(self, fp, *args, **kwargs):
+        real_save(self, fp, *args, **kwargs)
+        fp.truncate(20)  # half written ...
+        raise KeyboardInterrupt  # ... when the run is stopped
+
+    monkeypatch.setattr(Image.Image, 'save', dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_image(img, str(tmp_path / '01.png'))
+    assert os.listdir(tmp_path) == []  # --skip-existing has nothing to keep
+    monkeypatch.setattr(Image.Image, 'save', real_save)
+    save_image(img, str(tmp_path / '01.png'))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / '01.png')), img)

@@ -6,8 +6,6 @@ import sys
 import textwrap
 import time
 
-import pytest
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -74,8 +74,8 @@ def scan_images(folder: str, recursive: bool = True,
         FileNotFoundError: The folder does not exist.
     """
     if not osp.isdir(folder):
-        raise FileNotFoundError(
-            f'Image folder {folder!r} does not exist or is not a folder.' + (f' {hint}' if hint else ''))
+        message = f'Image folder {folder!r} does not exist or is not a folder.'
+        raise FileNotFoundError(message + (f' {hint}' if hint else ''))
     exts = tuple(e.lower() for e in extensions)
     excluded = [osp.realpath(e) + os.sep for e in exclude]
 

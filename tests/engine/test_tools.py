@@ -79,3 +79,15 @@ def test_train_resume_test_chain(tiny_data, tmp_path):
     metrics = json.loads(out.read_text())
     assert set(metrics) >= {'Synthetic/PSNR', 'Synthetic/SSIM', 'Synthetic/NIQE'}
     assert 5 < metrics['Synthetic/PSNR'] < 60
+
+    # Exported LoRA files get the mode every other file gets (umask), not mkstemp's 0600.
+    exp = tmp_path / 'export'
+    _run(['tools/export_lora.py', str(work / 'iter_6.pth'), '--config', TINY, '--out', str(exp),
+          '--allow-random-base'], env)
+    umask = os.umask(0)
+    os.umask(umask)
+    written = sorted(os.listdir(exp))
+    assert 'icmsr_lora.json' in written and 'unet_lora.safetensors' in written
+    for name in written:
+        if osp.isfile(exp / name):
+            assert os.stat(exp / name).st_mode & 0o777 == 0o666 & ~umask, name
