@@ -115,7 +115,8 @@ default_hooks = dict(
     visualization=dict(interval=100, max_images=2),
 )
 log_processor = dict(window_size=20)
-vis_backends = [dict(type='LocalVisBackend')]
+# Grids and scalars as files and as TensorBoard events (tensorboard --logdir work_dirs/icmsr_tiny).
+vis_backends = [dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')]
 visualizer = dict(vis_backends=vis_backends)
 env_cfg = dict(mp_cfg=dict(mp_start_method='fork', opencv_num_threads=1),
                dist_cfg=dict(backend='gloo'))

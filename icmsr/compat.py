@@ -20,13 +20,20 @@ Two problems of the pinned stack are fixed here, deliberately and narrowly:
    are re-registered on load anyway). A checkpoint that holds anything else - for instance a file
    someone else produced that pickles arbitrary objects - still fails with
    torch's error. Users who trust such a file opt in explicitly with
-   :func:`trusted_checkpoint_loading` (``tools/train.py --trust-checkpoint``),
+   :func:`trusted_checkpoint_loading` (``--trust-checkpoint`` of the tools),
    which sets ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` for the duration only.
+   Everywhere else the toolkit loads inside :func:`untrusted_checkpoint_loading`,
+   which *ignores* a ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` set in the user's
+   environment: only our own flag relaxes pickle safety.
+   :func:`checkpoint_refusal_message` turns torch's refusal into one line that
+   names ``--trust-checkpoint`` (torch's own hint suggests ``weights_only=False``
+   and carries terminal colour codes).
 """
 import contextlib
 import os
+import re
 import sys
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 _APPLIED = False
 
@@ -95,6 +102,30 @@ def _allow_runner_checkpoints() -> None:
         add(runner_checkpoint_safe_globals())
 
 
+_FORCE_NO = 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'
+_FORCE_YES = 'TORCH_FORCE_WEIGHTS_ONLY_LOAD'
+_ANSI = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
+
+
+@contextlib.contextmanager
+def _environment(values: dict) -> Iterator[None]:
+    """Set (value) or unset (None) environment variables for the block, then restore them."""
+    previous = {k: os.environ.get(k) for k in values}
+    try:
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 @contextlib.contextmanager
 def trusted_checkpoint_loading() -> Iterator[None]:
     """Load checkpoints with full pickle inside this block (explicit opt-in).
@@ -104,16 +135,49 @@ def trusted_checkpoint_loading() -> Iterator[None]:
     Yields:
         Nothing; the previous environment is restored on exit.
     """
-    key = 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'
-    previous = os.environ.get(key)
-    os.environ[key] = '1'
-    try:
+    with _environment({_FORCE_NO: '1', _FORCE_YES: None}):
         yield
-    finally:
-        if previous is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = previous
+
+
+@contextlib.contextmanager
+def untrusted_checkpoint_loading() -> Iterator[None]:
+    """Load checkpoints with ``weights_only=True`` inside this block, whatever the environment.
+
+    A ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` exported in the shell would make
+    torch unpickle everything that MMEngine loads; inside this block torch is
+    forced to the safe loader instead, so only ``--trust-checkpoint``
+    (:func:`trusted_checkpoint_loading`) relaxes it.
+
+    Yields:
+        Nothing; the previous environment is restored on exit.
+    """
+    with _environment({_FORCE_NO: None, _FORCE_YES: '1'}):
+        yield
+
+
+def checkpoint_refusal_message(path: str, err: BaseException,
+                               flag: Optional[str] = '--trust-checkpoint') -> str:
+    """Explain a refused unpickling in the toolkit's words (no colour codes).
+
+    Args:
+        path: The checkpoint file.
+        err: torch's ``UnpicklingError`` (or an error caused by one).
+        flag: The command-line flag that opts in; None for the Python API.
+
+    Returns:
+        One message naming the file, the flag and torch's first reason line.
+    """
+    text = _ANSI.sub('', str(err))
+    # torch's text is a paragraph about weights_only=False plus one line saying which
+    # global was refused; keep only that line.
+    reason = next((line.strip() for line in text.splitlines()
+                   if any(k in line for k in ('GLOBAL', 'Unsupported', 'WeightsUnpickler'))), None)
+    reason = reason or (text.splitlines()[0].strip() if text.strip() else type(err).__name__)
+    how = (f'If you trust this file, pass {flag}.' if flag else
+           'If you trust this file, load it inside icmsr.compat.trusted_checkpoint_loading().')
+    return (f'Refusing to unpickle {path}: it contains objects outside the allow-list of '
+            f'checkpoints written by icmsr, and unpickling them can run arbitrary code. {how} '
+            f'(torch: {reason})')
 
 
 def apply() -> None:

@@ -11,7 +11,7 @@ from PIL import Image
 import icmsr  # noqa: F401
 from icmsr.models.conditions import ConditionExtractor
 from icmsr.registry import MODELS
-from icmsr.utils.benchmark_data import realsr_root
+from realsr_data import realsr_root
 
 REALSR_HR = os.path.join(realsr_root(), 'test_HR')
 

@@ -49,7 +49,7 @@ def _one_thread():
 @pytest.fixture(scope='module')
 def data_dirs(tmp_path_factory):
     """A fake data tree: DIV2K/LSDIR HQ folders and one StableSR-layout test set."""
-    from icmsr.datasets import make_synthetic_paired_set, skimage_training_images
+    from demo_data import make_synthetic_paired_set, skimage_training_images
     root = tmp_path_factory.mktemp('data')
     skimage_training_images(str(root / 'DIV2K' / 'DIV2K_train_HR'), size=96,
                             names=['astronaut', 'coffee'])

@@ -11,12 +11,11 @@ import torch
 from mmengine.dataset import pseudo_collate
 from PIL import Image
 
-from icmsr.datasets import (BadImageWarning, HQImageDataset, ImageLoadError,
-                            PairedImageDataset, make_synthetic_paired_set,
-                            skimage_training_images)
+from demo_data import make_synthetic_paired_set, skimage_training_images
+from icmsr.datasets import BadImageWarning, HQImageDataset, ImageLoadError, PairedImageDataset
 from icmsr.registry import DATASETS, TRANSFORMS, register_all_modules
 from icmsr.structures import SRDataSample
-from icmsr.utils.benchmark_data import realsr_root
+from realsr_data import realsr_root
 
 REALSR = realsr_root()
 PAIRED_PIPELINE = [dict(type='LoadImageFromFile', key='lq'),
@@ -387,3 +386,33 @@ def test_shipped_dataset_configs_build(tmp_path):
     assert len(ds) == 2
     for i in range(2):  # the 40 px image is padded, the 600 px one cropped
         assert ds[i]['inputs']['gt'].shape == (3, 512, 512)
+
+
+def test_one_hidden_file_rule_for_every_folder_listing(tmp_path):
+    """Datasets, infer inputs and eval_folder list a folder through one lister, one rule."""
+    from icmsr.apis.inputs import collect_inputs
+    from icmsr.datasets.file_lists import scan_images
+    from icmsr.evaluation.folder_eval import list_images
+    for name in ('a.png', 'B.JPG', '._a.png', '.hidden.png', '.a.png.x1.tmp.png',
+                 'notes.txt', '.cache/c.png', 'sub/d.png'):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b'x')
+    flat = ['B.JPG', 'a.png']
+    assert scan_images(str(tmp_path), recursive=False) == flat
+    assert [r for _, r in collect_inputs(str(tmp_path))] == flat
+    assert sorted(os.path.basename(p) for p in list_images(str(tmp_path)).values()) == flat
+    deep = ['B.JPG', 'a.png', 'sub/d.png']
+    assert scan_images(str(tmp_path)) == deep
+    assert [r for _, r in collect_inputs(str(tmp_path), recursive=True)] == deep
+    assert [os.path.basename(p) for p, _ in collect_inputs(str(tmp_path / '*.png'))] == ['a.png']
+
+
+def test_one_caption_reader_for_datasets_and_inference(tmp_path):
+    from icmsr.apis.inputs import PromptSource
+    from icmsr.datasets.captions import load_captions, lookup_caption
+    (tmp_path / 'c.tsv').write_text('# comment\nsub/x.png\tan x\ny\ta y\n')
+    table = load_captions(str(tmp_path / 'c.tsv'))
+    assert lookup_caption(table, 'sub/x.png') == 'an x' and lookup_caption(table, 'y.jpg') == 'a y'
+    prompts = PromptSource('fallback', str(tmp_path / 'c.tsv'))
+    assert prompts('in/y.png') == 'a y'  # the '#' line is a comment for both

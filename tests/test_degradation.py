@@ -16,7 +16,7 @@ from icmsr.degradations.fft_filter import filter2d_fft
 from icmsr.degradations.kernels import sample_batch_kernels
 from icmsr.degradations.seeding import borrowed_global_rngs
 from icmsr.registry import MODELS
-from icmsr.utils.benchmark_data import realsr_root
+from realsr_data import realsr_root
 
 REALSR_HR = os.path.join(realsr_root(), 'test_HR')
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])

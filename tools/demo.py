@@ -54,7 +54,7 @@ def prepare_data(data_root: str) -> Dict[str, str]:
     Returns:
         ``train`` and ``test`` folders.
     """
-    from icmsr.datasets import make_synthetic_paired_set, skimage_training_images
+    from demo_data import make_synthetic_paired_set, skimage_training_images
     train_dir, test_dir = osp.join(data_root, 'train'), osp.join(data_root, 'test')
     skimage_training_images(train_dir, size=128)
     make_synthetic_paired_set(test_dir, num_images=4, gt_size=128, scale=4, seed=0)

@@ -18,14 +18,21 @@ Examples::
 Outputs under ``OUT/NAME/``: ``DATASET/per_image.csv``, ``DATASET/summary.json``,
 ``DATASET/cache.jsonl`` (per-image cache; a restarted run skips scored images),
 and ``summary.json`` + ``table.md`` over all sets of the call.
+
+A file that cannot be read, or a pair whose sizes differ, is reported with its
+path and counted; the run goes on, and the exit code is 1 at the end. Reports
+carry the number of images each row was scored on; a row scored on fewer images
+than another of its dataset is never bold.
 """
 import argparse
 import os
 import sys
 from typing import List, Optional
 
-from icmsr.evaluation.reports import load_summaries, make_summary, markdown_table, write_json
+from icmsr.evaluation.reports import (load_summaries, make_summary, markdown_table, write_json,
+                                     write_table)
 from icmsr.evaluation.scorers import DEFAULT_METRICS, canonical_name
+from icmsr.evaluation.weights import MetricWeightsError, check_weights_available
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -52,6 +59,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--crop-border', type=int, default=0,
                    help='pixels cropped at each edge for PSNR/SSIM (default 0, as OSEDiff)')
     p.add_argument('--no-progress', action='store_true', help='hide the progress bars')
+    p.add_argument('--strict', action='store_true',
+                   help='fail when a GT image has no prediction (default: warn and skip it)')
     p.add_argument('--merge', nargs='+', metavar='JSON',
                    help='merge these summary JSONs into one Markdown table and exit')
     p.add_argument('--table-out', default=None, help='with --merge: write the table here')
@@ -93,35 +102,54 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.merge:
         table = markdown_table(load_summaries(args.merge))
         if args.table_out:
-            os.makedirs(os.path.dirname(os.path.abspath(args.table_out)), exist_ok=True)
-            with open(args.table_out, 'w') as f:
-                f.write(table)
+            write_table(args.table_out, table)
         print(table)
         return 0
     from icmsr.evaluation.folder_eval import evaluate_folder
+    try:  # every metric's weights, FID included, before the first image is scored
+        check_weights_available(args.metrics, args.weights)
+    except MetricWeightsError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     method = args.name or os.path.basename(os.path.normpath(args.pred[0]))
     out_dir = os.path.join(args.out, method)
     gts = args.gt or [None] * len(args.pred)
     names = args.datasets or [_dataset_name(g, p) for p, g in zip(args.pred, gts)]
     options = {m: {'crop_border': args.crop_border} for m in ('psnr', 'ssim')
                if m in args.metrics and args.crop_border}
-    datasets, scorers = {}, None
+    datasets, scorers, failed = {}, None, 0
     for pred, gt, name in zip(args.pred, gts, names):
-        res = evaluate_folder(pred, gt, out_dir, name, args.metrics, method, args.weights,
-                              args.device, options, scorers, progress=not args.no_progress)
+        try:
+            res = evaluate_folder(pred, gt, out_dir, name, args.metrics, method, args.weights,
+                                  args.device, options, scorers, progress=not args.no_progress,
+                                  strict=args.strict)
+        except ValueError as err:  # --strict, or nothing pairs up
+            print(f'[{name}] error: {err}', file=sys.stderr)
+            failed += 1
+            continue
         scorers = res['scorers']
         for side, keys in res['unpaired'].items():
             if keys:
                 print(f'[{name}] {len(keys)} image(s) {side.replace("_", " ")} skipped, '
                       f'e.g. {keys[:3]}', file=sys.stderr)
-        datasets[name] = {'num_images': res['num_images'], 'metrics': res['metrics']}
-    summary = make_summary(method, datasets, {'metric_options': options})
-    write_json(os.path.join(out_dir, 'summary.json'), summary)
-    table = markdown_table([summary])
-    with open(os.path.join(out_dir, 'table.md'), 'w') as f:
-        f.write(table)
-    print(table)
-    print(f'reports written to {out_dir}')
+        for path, reason in res['errors']:
+            print(f'[{name}] error: {path}: {reason}', file=sys.stderr)
+        if res['errors']:
+            print(f'[{name}] {len(res["errors"])} of {res["num_expected"]} image(s) failed and '
+                  f'are not in the means ({res["num_images"]} scored)', file=sys.stderr)
+            failed += 1
+        datasets[name] = {k: res[k] for k in ('num_images', 'num_expected', 'num_errors',
+                                              'metrics')}
+    if datasets:
+        summary = make_summary(method, datasets, {'metric_options': options})
+        write_json(os.path.join(out_dir, 'summary.json'), summary)
+        table = markdown_table([summary])
+        write_table(os.path.join(out_dir, 'table.md'), table)
+        print(table)
+        print(f'reports written to {out_dir}')
+    if failed:
+        print(f'{failed} set(s) had errors (see above); exit code 1', file=sys.stderr)
+        return 1
     return 0
 
 

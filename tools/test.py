@@ -3,17 +3,22 @@
 Flags follow MMagic/MMEngine's ``tools/test.py``; see ``docs/training.md``.
 """
 import argparse
-import json
-import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
-from mmengine.dist import is_main_process
-from mmengine.runner import Runner
+from icmsr.utils.network import go_offline_if_unreachable
 
-import icmsr  # noqa: F401  (applies the checkpoint-loading shims)
-from icmsr.engine.runner_utils import export_local_rank, guard_checkpoint_loading, set_work_dir
-from icmsr.registry import RUNNERS
+# Before the hub libraries read HF_HUB_OFFLINE: offline, fail at once instead of retrying.
+go_offline_if_unreachable()
+
+from mmengine.config import DictAction  # noqa: E402
+from mmengine.dist import is_main_process  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import icmsr  # noqa: E402,F401  (applies the checkpoint-loading shims)
+from icmsr.engine.runner_utils import (export_local_rank, guard_checkpoint_loading,  # noqa: E402
+                                       load_config, set_work_dir)
+from icmsr.registry import RUNNERS  # noqa: E402
+from icmsr.utils.atomic_io import atomic_write_json  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,9 +54,7 @@ def main() -> None:
     """Build the Runner, load the checkpoint, run the test loop and report the metrics."""
     args = parse_args()
     export_local_rank(args.local_rank)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     set_work_dir(cfg, args.work_dir, args.config)
     cfg.load_from = args.checkpoint
@@ -60,10 +63,8 @@ def main() -> None:
     guard_checkpoint_loading(runner, trust=args.trust_checkpoint)
     metrics = runner.test()
     if args.out and is_main_process():
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            json.dump({k: float(v) if isinstance(v, (int, float)) else v
-                       for k, v in metrics.items()}, f, indent=2)
+        atomic_write_json(args.out, {k: float(v) if isinstance(v, (int, float)) else v
+                                     for k, v in metrics.items()}, indent=2)
         print(f'metrics written to {args.out}')
 
 

@@ -3,14 +3,22 @@
 Flags follow MMagic/MMEngine's ``tools/train.py``; see ``docs/training.md``.
 """
 import argparse
+import os.path as osp
+import sys
 
-from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
+from icmsr.utils.network import go_offline_if_unreachable
 
-import icmsr  # noqa: F401  (applies the checkpoint-loading shims)
-from icmsr.engine.runner_utils import (enable_amp, export_local_rank, guard_checkpoint_loading,
-                                       set_resume, set_work_dir)
-from icmsr.registry import RUNNERS
+# Before the hub libraries read HF_HUB_OFFLINE: offline, fail at once instead of retrying.
+go_offline_if_unreachable()
+
+from mmengine.config import DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import icmsr  # noqa: E402,F401  (applies the checkpoint-loading shims)
+from icmsr.engine.runner_utils import (enable_amp, export_local_rank,  # noqa: E402
+                                       guard_checkpoint_loading, load_config, set_resume,
+                                       set_work_dir)
+from icmsr.registry import RUNNERS  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,18 +48,35 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def prepare_tiny_data(cfg) -> None:
+    """Write the tiny config's demo data on first use (``tiny_root`` marks that config).
+
+    Args:
+        cfg: The merged config.
+    """
+    root = cfg.get('tiny_root')
+    if not root or osp.isdir(osp.join(root, 'train')):
+        return
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+    from demo_data import prepare_demo_data
+    print(f'Writing the tiny demo data to {root} (as `python tools/demo.py --prepare-only`)')
+    prepare_demo_data(root)
+
+
 def main() -> None:
     """Build the Runner from the config and the flags, then train."""
     args = parse_args()
     export_local_rank(args.local_rank)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     set_work_dir(cfg, args.work_dir, args.config)
-    if args.amp:
-        enable_amp(cfg)
-    set_resume(cfg, args.resume)
+    try:
+        if args.amp:
+            enable_amp(cfg)
+        set_resume(cfg, args.resume)
+    except (RuntimeError, FileNotFoundError, ValueError) as err:
+        raise SystemExit(f'error: {err}') from None
+    prepare_tiny_data(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     guard_checkpoint_loading(runner, trust=args.trust_checkpoint)
     runner.train()

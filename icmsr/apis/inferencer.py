@@ -144,13 +144,15 @@ def save_image(array: np.ndarray, path: str) -> None:
         array: The image.
         path: Destination; its folder is created.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    from icmsr.utils.atomic_io import atomic_save_image
     kwargs: dict = {}
     if path.lower().endswith(('.jpg', '.jpeg')):
         kwargs = dict(quality=95, subsampling=0)
     elif path.lower().endswith('.webp'):
         kwargs = dict(lossless=True)
-    Image.fromarray(array).save(path, **kwargs)
+    # Atomic: a killed run never leaves a truncated image under its final name
+    # (which --skip-existing would keep), and two runs never interleave one file.
+    atomic_save_image(path, array, **kwargs)
 
 
 def check_writable(folder: str) -> None:

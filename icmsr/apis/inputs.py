@@ -1,12 +1,13 @@
 """What to super-resolve and with which prompt: input collection, prompt sources, output names."""
 import glob
-import json
 import os
 import warnings
 from typing import Dict, List, Optional, Tuple
 
-# Extensions we look for when a folder is given. Decoding is attempted for every
-# listed file, and failures are reported per file, not by extension guessing.
+from icmsr.datasets.captions import load_captions, lookup_caption, read_caption_folder_file
+# Folders are listed by the toolkit's one lister (extensions, hidden-file rule);
+# decoding is attempted for every listed file and failures are reported per file.
+from icmsr.datasets.file_lists import is_hidden, scan_images
 from icmsr.datasets.image_io import IMAGE_EXTENSIONS
 
 _GLOB_CHARS = set('*?[')
@@ -31,15 +32,14 @@ def collect_inputs(spec: str, recursive: bool = False) -> List[Tuple[str, str]]:
     if os.path.isfile(spec):
         return [(spec, os.path.basename(spec))]
     if os.path.isdir(spec):
-        pattern = os.path.join(spec, '**', '*') if recursive else os.path.join(spec, '*')
-        files = [p for p in glob.glob(pattern, recursive=recursive)
-                 if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTENSIONS)]
-        if not files:
+        rels = scan_images(spec, recursive=recursive)
+        if not rels:
             raise FileNotFoundError(
                 f'Input folder {spec!r} holds no image files ({", ".join(IMAGE_EXTENSIONS)}).')
-        return [(p, os.path.relpath(p, spec)) for p in sorted(files)]
+        return [(os.path.join(spec, r), r) for r in rels]
     if _GLOB_CHARS & set(spec):
-        files = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+        files = sorted(p for p in glob.glob(spec, recursive=True)
+                       if os.path.isfile(p) and not is_hidden(os.path.basename(p)))
         if not files:
             raise FileNotFoundError(f'Glob pattern {spec!r} matches no file.')
         root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in files])
@@ -89,32 +89,9 @@ class PromptSource:
         if os.path.isdir(captions):
             self.caption_dir = captions
         elif os.path.isfile(captions):
-            self.table = self._read_table(captions)
+            self.table = load_captions(captions)
         else:
             raise FileNotFoundError(f'Caption source {captions!r} is neither a folder nor a file.')
-
-    @staticmethod
-    def _read_table(path: str) -> Dict[str, str]:
-        """Read a JSON or tab-separated caption table."""
-        with open(path, encoding='utf-8') as f:
-            text = f.read()
-        if path.lower().endswith('.json'):
-            try:
-                table = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ValueError(f'Caption file {path!r} is not valid JSON: {err}') from err
-            if not isinstance(table, dict):
-                raise ValueError(f'Caption file {path!r} must hold an object {{name: caption}}.')
-            return {str(k): str(v) for k, v in table.items()}
-        table = {}
-        for no, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            if '\t' not in line:
-                raise ValueError(f'{path}:{no}: expected "<name><TAB><caption>", got {line[:60]!r}.')
-            name, caption = line.split('\t', 1)
-            table[name.strip()] = caption.strip()
-        return table
 
     def __call__(self, path: str) -> str:
         """Prompt for the image at ``path``.
@@ -126,16 +103,14 @@ class PromptSource:
             Its caption if one is found, else the fixed prompt.
         """
         name = os.path.basename(path)
-        stem = os.path.splitext(name)[0]
         if self.caption_dir is not None:
-            file = os.path.join(self.caption_dir, stem + '.txt')
-            if os.path.isfile(file):
-                with open(file, encoding='utf-8') as f:
-                    return f.read().strip()
+            caption = read_caption_folder_file(self.caption_dir, name)
+            if caption is not None:
+                return caption
         elif self.table:
-            for key in (name, stem):
-                if key in self.table:
-                    return self.table[key]
+            caption = lookup_caption(self.table, name)
+            if caption is not None:
+                return caption
         else:
             return self.prompt
         self.missing.append(name)

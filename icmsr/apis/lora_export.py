@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from icmsr.models.base_fingerprint import check_fingerprint
 from icmsr.models.generator import OneStepGenerator
 from icmsr.models.lora import module_name
+from icmsr.utils.atomic_io import atomic_path, atomic_write
 
 FORMAT_VERSION = 2
 META_FILE = 'icmsr_lora.json'
@@ -90,8 +91,9 @@ def export_model(model: nn.Module, out_dir: str, model_cfg: Dict[str, Any],
     files = {}
     unet_rank, unet_alpha = _rank_alpha(generator.unet_lora)
     files['unet'] = os.path.join(out_dir, UNET_FILE)
-    save_file(_branch_state(generator.unet_lora, 'unet'), files['unet'],
-              metadata={'format': 'pt', _PEFT_METADATA_KEY: _peft_metadata('unet', generator.unet_lora)})
+    with atomic_path(files['unet']) as tmp:
+        save_file(_branch_state(generator.unet_lora, 'unet'), tmp,
+                  metadata={'format': 'pt', _PEFT_METADATA_KEY: _peft_metadata('unet', generator.unet_lora)})
     cfg = _plain(model_cfg)
     meta = dict(extra or {})
     meta.update(format_version=FORMAT_VERSION, model=cfg,
@@ -101,8 +103,9 @@ def export_model(model: nn.Module, out_dir: str, model_cfg: Dict[str, Any],
                                targets=sorted(module_name(k) for k in generator.unet_lora)))
     if len(generator.vae_lora):
         files['vae'] = os.path.join(out_dir, VAE_FILE)
-        save_file(_branch_state(generator.vae_lora, 'vae'), files['vae'],
-                  metadata={'format': 'pt', _PEFT_METADATA_KEY: _peft_metadata('vae', generator.vae_lora)})
+        with atomic_path(files['vae']) as tmp:
+            save_file(_branch_state(generator.vae_lora, 'vae'), tmp,
+                      metadata={'format': 'pt', _PEFT_METADATA_KEY: _peft_metadata('vae', generator.vae_lora)})
         rank, alpha = _rank_alpha(generator.vae_lora)
         meta['vae_lora'] = dict(rank=rank, alpha=alpha, file=VAE_FILE,
                                 targets=sorted(module_name(k) for k in generator.vae_lora))
@@ -110,11 +113,12 @@ def export_model(model: nn.Module, out_dir: str, model_cfg: Dict[str, Any],
         meta['vae_lora'] = None
     if generator.conv_in is not None:
         files['conv_in'] = os.path.join(out_dir, CONV_IN_FILE)
-        save_file({f'conv_in.{k}': v.detach().float().cpu().contiguous()
-                   for k, v in generator.conv_in.state_dict().items()}, files['conv_in'])
+        with atomic_path(files['conv_in']) as tmp:
+            save_file({f'conv_in.{k}': v.detach().float().cpu().contiguous()
+                       for k, v in generator.conv_in.state_dict().items()}, tmp)
     meta['conv_in'] = CONV_IN_FILE if generator.conv_in is not None else None
     files['meta'] = os.path.join(out_dir, META_FILE)
-    with open(files['meta'], 'w') as f:
+    with atomic_write(files['meta'], 'w') as f:
         json.dump(meta, f, indent=2, sort_keys=True)
     if merged:
         files.update(_save_merged(generator, os.path.join(out_dir, 'merged')))

@@ -3,12 +3,10 @@ from .base_sr_dataset import BadImageWarning, BaseSRDataset
 from .hq_image_dataset import HQImageDataset
 from .image_io import IMAGE_EXTENSIONS, ImageLoadError, load_image_rgb
 from .paired_image_dataset import PairedImageDataset
-from .synthetic import make_synthetic_paired_set, skimage_training_images
 from .transforms import LoadImageFromFile, PackSRInputs, RandomCropPad, RandomFlip
 
 __all__ = [
     'BadImageWarning', 'BaseSRDataset', 'HQImageDataset', 'PairedImageDataset',
-    'IMAGE_EXTENSIONS', 'ImageLoadError', 'load_image_rgb', 'make_synthetic_paired_set',
-    'skimage_training_images', 'LoadImageFromFile', 'PackSRInputs', 'RandomCropPad',
-    'RandomFlip',
+    'IMAGE_EXTENSIONS', 'ImageLoadError', 'load_image_rgb', 'LoadImageFromFile', 'PackSRInputs',
+    'RandomCropPad', 'RandomFlip',
 ]

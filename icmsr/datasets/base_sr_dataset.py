@@ -7,7 +7,8 @@ import numpy as np
 from mmengine.dataset import BaseDataset, Compose
 
 from icmsr.registry import TRANSFORMS
-from .file_lists import load_captions, lookup_caption, resolve
+from .captions import load_captions, lookup_caption
+from .file_lists import resolve
 from .image_io import ImageLoadError
 
 BAD_IMAGE_POLICIES = ('skip', 'raise')

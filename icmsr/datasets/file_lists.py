@@ -1,12 +1,22 @@
-"""Listing image files: folders, meta files and caption files shared by the datasets."""
-import json
+"""Listing image files: the one folder lister and the meta-file reader.
+
+Every part of the toolkit that lists a folder of images (datasets, ``tools/infer.py``
+inputs, ``tools/eval_folder.py``) calls :func:`scan_images`, so one rule decides
+what counts as an image: a file (or link to one) with an extension of
+:data:`~icmsr.datasets.image_io.IMAGE_EXTENSIONS` (any case), whose name and
+sub-folder names do not start with ``.`` (hidden files, editor and OS droppings
+such as ``._0001.png`` or ``.DS_Store``, and the temporary files of
+:mod:`icmsr.utils.atomic_io`).
+"""
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 from .image_io import IMAGE_EXTENSIONS
 
 MetaFileSpec = Union[str, dict]
+#: Appended by the datasets to a missing-folder error.
+CONFIG_HINT = "Check the dataset's data_root and folder settings in your config."
 
 
 def _show(names: Sequence[str], limit: int = 10) -> str:
@@ -31,33 +41,57 @@ def resolve(root: Optional[str], path: str) -> str:
     return osp.join(root, path)
 
 
+def is_hidden(name: str) -> bool:
+    """The one hidden-file rule of every folder listing: the name starts with ``.``.
+
+    Args:
+        name: A file or folder name (not a path).
+
+    Returns:
+        Whether listings skip it.
+    """
+    return name.startswith('.')
+
+
 def scan_images(folder: str, recursive: bool = True,
-                extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[str]:
+                extensions: Sequence[str] = IMAGE_EXTENSIONS,
+                exclude: Sequence[str] = (), hint: str = '') -> List[str]:
     """List the image files under a folder, sorted, as paths relative to it.
 
     Args:
         folder: The folder to scan.
         recursive: Whether to descend into sub-folders.
         extensions: Accepted lower-case extensions with the dot.
+        exclude: Folders whose files are never listed, even when they lie
+            inside ``folder`` (e.g. a report folder inside a prediction folder).
+        hint: What to check, appended to the error for a missing folder.
 
     Returns:
-        Relative paths with ``/`` separators, sorted. Hidden files are ignored.
+        Relative paths with ``/`` separators, sorted. Hidden files and folders
+        (:func:`is_hidden`) are skipped.
 
     Raises:
         FileNotFoundError: The folder does not exist.
     """
     if not osp.isdir(folder):
-        raise FileNotFoundError(
-            f'Image folder {folder!r} does not exist or is not a folder. Check the '
-            'dataset\'s data_root and folder settings in your config.')
+        message = f'Image folder {folder!r} does not exist or is not a folder.'
+        raise FileNotFoundError(message + (f' {hint}' if hint else ''))
     exts = tuple(e.lower() for e in extensions)
+    excluded = [osp.realpath(e) + os.sep for e in exclude]
+
+    def kept(path: str) -> bool:
+        real = osp.realpath(path) + os.sep
+        return not any(real.startswith(e) for e in excluded)
+
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
+        dirnames[:] = sorted(d for d in dirnames
+                             if not is_hidden(d) and kept(osp.join(dirpath, d)))
         for name in filenames:
-            if not name.startswith('.') and osp.splitext(name)[1].lower() in exts:
-                rel = osp.relpath(osp.join(dirpath, name), folder)
-                found.append(rel.replace(os.sep, '/'))
+            path = osp.join(dirpath, name)
+            if (not is_hidden(name) and osp.splitext(name)[1].lower() in exts
+                    and osp.isfile(path) and kept(path)):
+                found.append(osp.relpath(path, folder).replace(os.sep, '/'))
         if not recursive:
             break
     return sorted(found)
@@ -112,66 +146,6 @@ def read_meta_file(spec: MetaFileSpec, data_root: str = '',
                 f'{len(missing)} of {len(items)} files listed in {meta_path!r} do not exist '
                 f'(relative to {root!r}): {_show(missing)}. Fix the meta file or its root.')
     return items
-
-
-def load_captions(path: str) -> Dict[str, str]:
-    """Read a caption file: JSON ``{name: caption}`` or text ``name<TAB>caption`` lines.
-
-    Names may be a file stem (``0001``), a file name (``0001.png``) or a path
-    relative to the image folder (``sub/0001.png`` or ``sub/0001``).
-
-    Args:
-        path: A ``.json`` file or a text file.
-
-    Returns:
-        Mapping from name to caption.
-
-    Raises:
-        FileNotFoundError: The file does not exist.
-        ValueError: The content does not follow either format.
-    """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'Caption file {path!r} does not exist.')
-    with open(path, encoding='utf-8') as f:
-        text = f.read()
-    if path.lower().endswith('.json'):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f'Caption file {path!r} is not valid JSON: {err}') from err
-        if not isinstance(data, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-            raise ValueError(
-                f'Caption file {path!r} must hold one JSON object {{"name": "caption"}}.')
-        return data
-    captions = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.startswith('#'):
-            continue
-        if '\t' not in line:
-            raise ValueError(
-                f'{path}:{lineno}: expected "name<TAB>caption", got {line[:80]!r}.')
-        name, caption = line.split('\t', 1)
-        captions[name.strip()] = caption.strip()
-    return captions
-
-
-def lookup_caption(captions: Dict[str, str], relpath: str) -> Optional[str]:
-    """Find the caption of an image by relative path, path without extension, name or stem.
-
-    Args:
-        captions: Output of :func:`load_captions`.
-        relpath: The image path relative to its folder, ``/`` separated.
-
-    Returns:
-        The caption, or None when the image has none.
-    """
-    no_ext = osp.splitext(relpath)[0]
-    name = osp.basename(relpath)
-    for candidate in (relpath, no_ext, name, osp.splitext(name)[0]):
-        if candidate in captions:
-            return captions[candidate]
-    return None
 
 
 def format_unmatched(names: Sequence[str], limit: int = 10) -> str:

@@ -3,7 +3,7 @@ from typing import Callable, List, Optional, Sequence, Union
 
 from icmsr.registry import DATASETS
 from .base_sr_dataset import BaseSRDataset
-from .file_lists import MetaFileSpec, read_meta_file, resolve, scan_images
+from .file_lists import CONFIG_HINT, MetaFileSpec, read_meta_file, resolve, scan_images
 from .image_io import IMAGE_EXTENSIONS
 
 
@@ -77,7 +77,7 @@ class HQImageDataset(BaseSRDataset):
         items = []
         for folder in self.folders:
             path = resolve(self.data_root, folder)
-            rels = scan_images(path, self.recursive, self.extensions)
+            rels = scan_images(path, self.recursive, self.extensions, hint=CONFIG_HINT)
             if not rels:
                 raise ValueError(
                     f'HQImageDataset: folder {path!r} contains no images with extensions '

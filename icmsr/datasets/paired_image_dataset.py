@@ -4,13 +4,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from icmsr.registry import DATASETS
 from .base_sr_dataset import BaseSRDataset
-from .file_lists import format_unmatched, resolve, scan_images
+from .file_lists import CONFIG_HINT, format_unmatched, resolve, scan_images
 from .image_io import IMAGE_EXTENSIONS
 
 
 def _index_by_key(folder: str, recursive: bool, extensions: Sequence[str]) -> Dict[str, str]:
     """Map each image's key (relative path without extension) to its relative path."""
-    rels = scan_images(folder, recursive, extensions)
+    rels = scan_images(folder, recursive, extensions, hint=CONFIG_HINT)
     if not rels:
         raise ValueError(f'PairedImageDataset: folder {folder!r} contains no images with '
                          f'extensions {tuple(extensions)}.')

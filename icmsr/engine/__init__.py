@@ -1,4 +1,5 @@
 """Runner parts: training/test loops, hooks, guarded optimizer wrappers, optimizer constructor."""
+from .checkpoint_io import use_atomic_local_backend
 from .loops import ExactResumeIterBasedTrainLoop  # noqa: F401
 from .nan_guard import (AmpNonFiniteGuardOptimWrapper, NonFiniteGuardHook,  # noqa: F401
                         NonFiniteGuardOptimWrapper)
@@ -6,3 +7,6 @@ from .random_state import RandomStateHook  # noqa: F401
 from .visualization_hook import SRVisualizationHook  # noqa: F401
 from .multi_test_loop import MultiTestLoop, MultiValLoop  # noqa: F401
 from .optim_constructor import ICMSROptimWrapperConstructor  # noqa: F401
+
+# Every checkpoint MMEngine writes to a local path is written atomically.
+use_atomic_local_backend()

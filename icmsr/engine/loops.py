@@ -1,11 +1,47 @@
 """Iteration-based training loop whose resume repeats the uninterrupted run exactly."""
-import logging
-import time
+from typing import Iterator
 
-from mmengine.logging import print_log
 from mmengine.runner import IterBasedTrainLoop
 
 from icmsr.registry import LOOPS
+
+
+class _RestoreBeforeFirstNewBatch:
+    """Wrap the loop's batch iterator; call the restore hooks before the first new batch.
+
+    On resume, MMEngine's ``IterBasedTrainLoop.run`` replays the dataloader for
+    ``loop.iter`` batches and then fetches the first batch to train on, all in
+    one method. Fetching draws random numbers (crops, flips of the main-process
+    pipeline), so the saved random streams must be back *between* the replay
+    and that fetch. The iterator is the one object both pass through: it counts
+    the replayed batches (``loop.iter`` of them, read at the first call) and
+    restores just before handing out the next one.
+
+    Args:
+        iterator: The loop's ``dataloader_iterator``.
+        loop: The training loop (for ``iter`` and ``runner``).
+    """
+
+    def __init__(self, iterator: Iterator, loop: IterBasedTrainLoop) -> None:
+        self.iterator = iterator
+        self.loop = loop
+        self._replay_left = None
+
+    def __iter__(self) -> '_RestoreBeforeFirstNewBatch':
+        return self
+
+    def __next__(self):
+        if self._replay_left is None:
+            self._replay_left = self.loop.iter  # resumed iteration (0 for a fresh run)
+        if self._replay_left == 0:
+            self._replay_left = -1
+            from icmsr.engine.random_state import RandomStateHook
+            for hook in self.loop.runner.hooks:
+                if isinstance(hook, RandomStateHook):
+                    hook.restore_pending(self.loop.runner)
+        elif self._replay_left > 0:
+            self._replay_left -= 1
+        return next(self.iterator)
 
 
 @LOOPS.register_module()
@@ -17,8 +53,10 @@ class ExactResumeIterBasedTrainLoop(IterBasedTrainLoop):
     replay draws random numbers in the main process. Random states restored
     before it would be consumed by it; restored after it, the next batch and
     the next training step see exactly the streams of the uninterrupted run.
-    The restoring is done by :class:`~icmsr.engine.random_state.RandomStateHook`,
-    which this loop calls between the replay and the first new iteration.
+    The restoring is done by :class:`~icmsr.engine.random_state.RandomStateHook`
+    (:meth:`~icmsr.engine.random_state.RandomStateHook.restore_pending`), called
+    by a thin wrapper of the loop's ``dataloader_iterator`` just before the
+    first batch after the replay is fetched. MMEngine's ``run`` is used as it is.
 
     Args are those of :class:`mmengine.runner.IterBasedTrainLoop`.
     """
@@ -26,41 +64,6 @@ class ExactResumeIterBasedTrainLoop(IterBasedTrainLoop):
     #: Read by RandomStateHook: this loop restores the states itself.
     restores_random_state = True
 
-    def _random_state_hooks(self) -> list:
-        from icmsr.engine.random_state import RandomStateHook
-        return [h for h in self.runner.hooks if isinstance(h, RandomStateHook)]
-
-    def _replay_dataloader(self) -> None:
-        """Advance the dataloader past the batches already trained on."""
-        start = time.perf_counter()
-        print_log(f'Replaying {self._iter} batches of the dataloader to continue the '
-                  'data order of the interrupted run', logger='current', level=logging.INFO)
-        for _ in range(self._iter):
-            next(self.dataloader_iterator)
-        print_log(f'Replay done in {time.perf_counter() - start:.1f} s', logger='current')
-
-    def run(self):
-        """Launch training (resume-aware).
-
-        Returns:
-            The trained model.
-        """
-        self.runner.call_hook('before_train')
-        # The whole iteration-based run is one big epoch for the hooks.
-        self.runner.call_hook('before_train_epoch')
-        if self._iter > 0:
-            self._replay_dataloader()
-        for hook in self._random_state_hooks():
-            hook.restore_pending(self.runner)
-        while self._iter < self._max_iters and not self.stop_training:
-            self.runner.model.train()
-            data_batch = next(self.dataloader_iterator)
-            self.run_iter(data_batch)
-            self._decide_current_val_interval()
-            if (self.runner.val_loop is not None and self._iter >= self.val_begin
-                    and (self._iter % self.val_interval == 0
-                         or self._iter == self._max_iters)):
-                self.runner.val_loop.run()
-        self.runner.call_hook('after_train_epoch')
-        self.runner.call_hook('after_train')
-        return self.runner.model
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.dataloader_iterator = _RestoreBeforeFirstNewBatch(self.dataloader_iterator, self)

@@ -15,7 +15,9 @@ dict, a list of metric dicts, or an ``Evaluator`` config). Hooks see one epoch:
 ``before_*_epoch`` once, ``*_iter`` hooks for every batch of every set (with
 ``runner.test_loop.dataloader`` pointing at the current set), ``after_*_epoch``
 once with the metrics of all sets merged. Metric keys must differ between sets,
-which the per-set ``prefix`` ensures.
+which the per-set ``prefix`` ensures. The model's ``val_step``/``test_step``
+outputs go to the evaluator as they are (icmsr models return data samples, no
+losses, so there are no validation losses to average).
 
 After the last set the loop merges the per-set summaries of ``IQAMetrics`` into
 ``{log_dir}/metrics/summary.json`` and ``table.md`` (the paper's table layout).
@@ -27,7 +29,6 @@ import torch
 from mmengine.evaluator import Evaluator
 from mmengine.runner.amp import autocast
 from mmengine.runner.base_loop import BaseLoop
-from mmengine.runner.loops import _parse_losses, _update_losses
 from torch.utils.data import DataLoader
 
 from icmsr.registry import LOOPS
@@ -62,7 +63,8 @@ class _MultiSetLoop(BaseLoop):
             raise ValueError(
                 f'{type(self).__name__}: {len(loaders)} {self.mode}_dataloader(s) but '
                 f'{len(evaluators)} {self.mode}_evaluator(s); give one evaluator per dataloader')
-        diff_rank_seed = runner._randomness_cfg.get('diff_rank_seed', False)
+        # As MMEngine's own loops: per-rank dataloader seeds follow `randomness`.
+        diff_rank_seed = (runner.cfg.get('randomness') or {}).get('diff_rank_seed', False)
         self.dataloaders: List[DataLoader] = [
             runner.build_dataloader(dl, seed=runner.seed, diff_rank_seed=diff_rank_seed)
             if isinstance(dl, dict) else dl for dl in loaders]
@@ -76,7 +78,6 @@ class _MultiSetLoop(BaseLoop):
         self.dataloader = self.dataloaders[0]
         self.fp16 = fp16
         self.write_reports = write_reports
-        self.losses: Dict = {}
 
     @property
     def report_dir(self) -> str:
@@ -99,12 +100,9 @@ class _MultiSetLoop(BaseLoop):
         metrics: Dict = {}
         for dl, ev in zip(self.dataloaders, self.evaluators):
             self.dataloader = dl
-            self.losses = {}
             for idx, data_batch in enumerate(dl):
                 self.run_iter(idx, data_batch, ev)
             set_metrics = ev.evaluate(len(dl.dataset))
-            if self.losses:
-                set_metrics.update(_parse_losses(self.losses, self.mode))
             clash = set(set_metrics) & set(metrics)
             if clash:
                 raise ValueError(f'Metric keys {sorted(clash)} appear in two test sets; '
@@ -129,7 +127,6 @@ class _MultiSetLoop(BaseLoop):
         with autocast(enabled=self.fp16):
             step = getattr(self.runner.model, f'{self.mode}_step')
             outputs = step(data_batch)
-        outputs, self.losses = _update_losses(outputs, self.losses)
         evaluator.process(data_samples=outputs, data_batch=data_batch)
         self.runner.call_hook(f'after_{self.mode}_iter', batch_idx=idx,
                               data_batch=data_batch, outputs=outputs)
@@ -137,7 +134,7 @@ class _MultiSetLoop(BaseLoop):
     def _merge_reports(self) -> None:
         """Write all sets' IQAMetrics summaries as one JSON and one Markdown table."""
         from mmengine.dist import is_main_process
-        from icmsr.evaluation.reports import make_summary, markdown_table, write_json
+        from icmsr.evaluation.reports import make_summary, markdown_table, write_json, write_table
         summaries = [m.last_summary for ev in self.evaluators for m in ev.metrics
                      if getattr(m, 'last_summary', None)]
         if not summaries or not is_main_process():
@@ -147,9 +144,7 @@ class _MultiSetLoop(BaseLoop):
             datasets = {k: v for s in summaries for k, v in s['datasets'].items()}
             summaries = [make_summary(methods.pop(), datasets, summaries[0]['settings'])]
             write_json(os.path.join(self.report_dir, 'summary.json'), summaries[0])
-        os.makedirs(self.report_dir, exist_ok=True)
-        with open(os.path.join(self.report_dir, 'table.md'), 'w') as f:
-            f.write(markdown_table(summaries))
+        write_table(os.path.join(self.report_dir, 'table.md'), markdown_table(summaries))
 
 
 @LOOPS.register_module()

@@ -12,9 +12,12 @@ lives in the optim wrapper:
   moments and step counts stay exactly as they were.
 * :class:`NonFiniteGuardHook` reads the wrappers' verdict after every
   iteration, logs each skip, and raises with a clear message after
-  ``max_consecutive`` bad iterations in a row. Raising stops the Runner before
-  the ``CheckpointHook`` runs, so the last checkpoint on disk is one written
-  from finite weights.
+  ``max_consecutive`` bad iterations in a row, naming which parts were not
+  updated (and which were). Raising stops the Runner before the
+  ``CheckpointHook`` runs, so the last checkpoint on disk is one written from
+  finite weights. It also keeps non-finite loss values out of the logged
+  averages: MMEngine's log line is a windowed mean, and one NaN in the window
+  would print ``nan`` for the next ``window_size`` finite iterations.
 
 Each optimizer decides for itself: when the generator's loss is NaN but the
 auxiliary model's is finite, only the generator step is skipped. Under
@@ -22,7 +25,7 @@ distributed training the verdict is all-reduced, so every rank skips together
 and the replicas never drift apart.
 """
 import math
-from typing import Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 import torch
 import torch.distributed as torch_dist
@@ -185,7 +188,9 @@ class NonFiniteGuardHook(Hook):
             least one skipped step.
     """
 
-    priority = 'ABOVE_NORMAL'  # before CheckpointHook: never save after the limit
+    # Before RuntimeInfoHook (VERY_HIGH), which copies the outputs into the log
+    # buffers, and before CheckpointHook: never save after the limit.
+    priority = 'HIGHEST'
 
     def __init__(self, max_consecutive: int = 10) -> None:
         if max_consecutive < 1:
@@ -194,6 +199,7 @@ class NonFiniteGuardHook(Hook):
         self.max_consecutive = max_consecutive
         self.consecutive = 0
         self.total = 0
+        self._skips_in_run: Dict[str, int] = {}
 
     def before_train(self, runner) -> None:
         """Warn when no optim wrapper can skip steps (the hook would see nothing)."""
@@ -210,19 +216,25 @@ class NonFiniteGuardHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Optional[dict] = None,
                          outputs: Optional[dict] = None) -> None:
-        """Count skipped steps of this iteration; raise after too many in a row."""
-        skipped = [name for name, w in guarded_wrappers(runner.optim_wrapper).items()
-                   if w.last_step_skipped]
+        """Count skipped steps of this iteration; raise after too many in a row.
+
+        Non-finite scalars are removed from ``outputs`` (the dict every later
+        hook sees), so they never enter the logged averages; the warning
+        names them instead.
+        """
+        wrappers = guarded_wrappers(runner.optim_wrapper)
+        skipped = [name for name, w in wrappers.items() if w.last_step_skipped]
+        bad_terms = self._drop_non_finite(outputs)
         runner.message_hub.update_scalar('train/skipped_steps', float(len(skipped)))
         if not skipped:
             self.consecutive = 0
+            self._skips_in_run = {}
             return
         self.consecutive += 1
         self.total += 1
-        losses = {k: v for k, v in (outputs or {}).items()
-                  if isinstance(v, (int, float)) or torch.is_tensor(v)}
-        shown = ', '.join(f'{k}={float(v):.4g}' for k, v in losses.items()
-                          if not math.isfinite(float(v)))
+        for name in skipped:
+            self._skips_in_run[name] = self._skips_in_run.get(name, 0) + 1
+        shown = ', '.join(f'{k}={v}' for k, v in bad_terms.items())
         runner.logger.warning(
             f'Iteration {runner.iter + 1}: non-finite loss or gradient, skipped the '
             f'update of {skipped} ({self.consecutive} in a row, {self.total} in total)'
@@ -231,7 +243,37 @@ class NonFiniteGuardHook(Hook):
             raise RuntimeError(
                 f'Training stopped at iteration {runner.iter + 1}: {self.consecutive} '
                 f'consecutive iterations had a non-finite loss or gradient (limit '
-                f'max_consecutive={self.max_consecutive} of NonFiniteGuardHook). The '
-                f'weights were not updated by those steps; the last checkpoint in '
+                f'max_consecutive={self.max_consecutive} of NonFiniteGuardHook). '
+                f'{self._updated_parts(list(wrappers))} The last checkpoint in '
                 f'{runner.work_dir} is intact. Lower the learning rate, check the data, '
                 f'or resume with `--resume`.')
+
+    def _updated_parts(self, names: List[str]) -> str:
+        """Say which optimizers' parts were (not) updated during the current bad run."""
+        n = self.consecutive
+        never = [k for k in names if self._skips_in_run.get(k, 0) == n]
+        some = [f'{k} ({self._skips_in_run[k]} of {n} skipped)' for k in names
+                if 0 < self._skips_in_run.get(k, 0) < n]
+        always = [k for k in names if not self._skips_in_run.get(k)]
+        parts = [f'Not updated in those {n} iterations: {", ".join(never)}.' if never else '']
+        if some:
+            parts.append(f'Partly updated: {", ".join(some)}.')
+        if always:
+            parts.append(f'Updated as usual: {", ".join(always)}.')
+        return ' '.join(p for p in parts if p)
+
+    @staticmethod
+    def _drop_non_finite(outputs: Optional[dict]) -> Dict[str, str]:
+        """Remove non-finite scalar entries from ``outputs``; return them formatted."""
+        if not isinstance(outputs, dict):
+            return {}
+        bad = {}
+        for key, value in list(outputs.items()):
+            if not (isinstance(value, (int, float)) or
+                    (torch.is_tensor(value) and value.numel() == 1)):
+                continue
+            number = float(value)
+            if not math.isfinite(number):
+                bad[key] = f'{number:.4g}'
+                del outputs[key]
+        return bad

@@ -14,7 +14,8 @@ resume exact:
 * ``after_load_checkpoint``: keeps those states aside. The train loop
   (:class:`~icmsr.engine.loops.ExactResumeIterBasedTrainLoop`) first replays the
   dataloader to the resumed iteration, which consumes random numbers of its
-  own, and then calls :meth:`RandomStateHook.restore_pending`.
+  own, and calls :meth:`RandomStateHook.restore_pending` just before the first
+  new batch is fetched.
 * Validation and visualisation are made invisible to the training stream: the
   states are captured before a validation run and put back after it, so a run
   validated every 1000 iterations and one never validated follow the same path.
@@ -146,6 +147,7 @@ class RandomStateHook(Hook):
         self.isolate_validation = isolate_validation
         self._pending: Optional[Dict[str, Any]] = None
         self._before_val: Optional[Dict[str, Any]] = None
+        self._training = False  # between before_train and after_train
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Add every rank's random states to ``checkpoint``."""
@@ -188,16 +190,22 @@ class RandomStateHook(Hook):
 
     def before_train(self, runner) -> None:
         """Restore pending states when the loop does not do it (e.g. a plain loop)."""
-        loop = getattr(runner, '_train_loop', None)
+        self._training = True
+        # The Runner builds its train loop before calling this hook.
+        loop = runner.train_loop
         if self._pending is not None and not getattr(loop, 'restores_random_state', False):
             runner.logger.warning(
                 'RandomStateHook: the train loop does not replay data before restoring '
                 'random states; use ExactResumeIterBasedTrainLoop for an exact resume.')
             self.restore_pending(runner)
 
+    def after_train(self, runner) -> None:
+        """Validation after training (``runner.val()``) needs no isolation."""
+        self._training = False
+
     def before_val(self, runner) -> None:
         """Remember the training stream before validation consumes random numbers."""
-        if self.isolate_validation and self._training(runner):
+        if self.isolate_validation and self._training:
             self._before_val = capture_random_state(runner.model)
 
     def after_val(self, runner) -> None:
@@ -205,8 +213,3 @@ class RandomStateHook(Hook):
         if self._before_val is not None:
             restore_random_state(self._before_val, runner.model)
             self._before_val = None
-
-    @staticmethod
-    def _training(runner) -> bool:
-        loop = getattr(runner, '_train_loop', None)
-        return loop is not None and not isinstance(loop, dict)

@@ -6,11 +6,45 @@ here, where it can be tested without starting a Runner.
 import os
 import os.path as osp
 import pickle
-from typing import Optional
+import warnings
+from typing import Dict, Optional
 
 from mmengine.config import Config
 
-from icmsr.compat import trusted_checkpoint_loading
+from icmsr.compat import (checkpoint_refusal_message, trusted_checkpoint_loading,
+                          untrusted_checkpoint_loading)
+from icmsr.engine.checkpoint_io import checkpoint_problem, resolve_resume
+from icmsr.engine.config_checks import config_key_warnings, follow_max_iters
+
+class ConfigKeyWarning(UserWarning):
+    """A config key or ``--cfg-options`` path that nothing is likely to read."""
+
+
+def load_config(path: str, cfg_options: Optional[Dict] = None) -> Config:
+    """Read a config, warn about likely typos, merge ``--cfg-options``, keep the schedule in step.
+
+    The rules are those of :mod:`icmsr.engine.config_checks`: misspelled keys
+    and option paths warn with a "did you mean" suggestion
+    (:class:`ConfigKeyWarning`), and ``train_cfg.max_iters=N`` moves scheduler
+    ends/``T_max`` (and ``val_interval``) that equalled the file's ``max_iters``.
+
+    Args:
+        path: Config file.
+        cfg_options: The ``--cfg-options`` dict, or None.
+
+    Returns:
+        The merged config.
+    """
+    cfg = Config.fromfile(path)
+    file_max_iters = (cfg.get('train_cfg') or {}).get('max_iters')
+    for message in config_key_warnings(cfg, cfg_options):
+        warnings.warn(f'{path}: {message}', ConfigKeyWarning, stacklevel=2)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    for change in follow_max_iters(cfg, file_max_iters, cfg_options):
+        print(f'train_cfg.max_iters changed: {change} (schedule ends follow max_iters)')
+    return cfg
+
 
 #: Plain wrapper type -> its mixed-precision twin.
 AMP_TWINS = {
@@ -33,7 +67,14 @@ def enable_amp(cfg: Config) -> None:
 
     Raises:
         ValueError: When a wrapper type has no known AMP twin.
+        RuntimeError: When the machine has no CUDA device (AMP with loss scaling
+            needs one; MMEngine would stop with a bare ``AssertionError``).
     """
+    if not amp_device_available():
+        raise RuntimeError(
+            '--amp needs a CUDA GPU: mixed precision with dynamic loss scaling runs on CUDA '
+            '(or NPU/MLU/MUSA) devices only, and this machine has none '
+            '(torch.cuda.is_available() is False). Train without --amp on CPU.')
     if 'optim_wrapper' not in cfg:
         raise ValueError('--amp: the config has no `optim_wrapper` to switch to AMP.')
     amp_types = set(AMP_TWINS.values())
@@ -49,27 +90,48 @@ def enable_amp(cfg: Config) -> None:
         entry.setdefault('loss_scale', 'dynamic')
 
 
+def amp_device_available() -> bool:
+    """Whether ``AmpOptimWrapper`` can run here (the devices MMEngine accepts for it).
+
+    Returns:
+        True with a CUDA, NPU, MLU or MUSA device.
+    """
+    from mmengine.device import get_device
+    return get_device() in ('cuda', 'npu', 'mlu', 'musa')
+
+
 def set_resume(cfg: Config, resume: Optional[str]) -> None:
     """Apply ``--resume [PATH]``: a path resumes from that file, ``'auto'`` from the latest.
 
     ``'auto'`` reads ``<work_dir>/last_checkpoint`` (written by ``CheckpointHook``)
-    and starts from scratch when there is none.
+    and starts from scratch when the work dir has no checkpoint. A truncated or
+    unreadable newest checkpoint falls back to the newest intact one, with a
+    warning naming both (:func:`icmsr.engine.checkpoint_io.resolve_resume`).
+    Call after the work dir is set.
 
     Args:
         cfg: Training config (``resume`` and ``load_from`` are set).
         resume: ``None`` (no resume), ``'auto'``, or a checkpoint path.
 
     Raises:
-        FileNotFoundError: When an explicit path does not exist.
+        FileNotFoundError: An explicit path does not exist, or ``last_checkpoint``
+            is empty or dangling.
+        RuntimeError: The explicit checkpoint, or every checkpoint of the work
+            dir, is truncated or unreadable.
     """
     if resume is None:
         return
     cfg.resume = True
     if resume == 'auto':
-        cfg.load_from = None
+        work_dir = cfg.get('work_dir')
+        cfg.load_from = resolve_resume(work_dir) if work_dir else None
         return
-    if '://' not in resume and not osp.isfile(resume):
-        raise FileNotFoundError(f'--resume: checkpoint {resume!r} does not exist.')
+    if '://' not in resume:
+        if not osp.isfile(resume):
+            raise FileNotFoundError(f'--resume: checkpoint {resume!r} does not exist.')
+        problem = checkpoint_problem(resume)
+        if problem is not None:
+            raise RuntimeError(f'--resume: checkpoint {resume} is unreadable: {problem}.')
     cfg.load_from = resume
 
 
@@ -97,7 +159,8 @@ def guard_checkpoint_loading(runner, trust: bool) -> None:
     """Make the Runner's checkpoint loading follow the project's pickle-safety policy.
 
     Checkpoints written by our Runner load with ``weights_only=True`` (see
-    ``icmsr/compat.py``). A file that pickles anything else is refused with a
+    ``icmsr/compat.py``), even when ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set in
+    the environment. A file that pickles anything else is refused with a
     message naming ``--trust-checkpoint``; with ``trust=True`` loading uses full
     pickle, for the duration of the load only.
 
@@ -112,12 +175,9 @@ def guard_checkpoint_loading(runner, trust: bool) -> None:
             with trusted_checkpoint_loading():
                 return load(filename, *args, **kwargs)
         try:
-            return load(filename, *args, **kwargs)
+            with untrusted_checkpoint_loading():
+                return load(filename, *args, **kwargs)
         except pickle.UnpicklingError as err:
-            raise RuntimeError(
-                f'Refusing to unpickle {filename}: it contains objects outside the '
-                'allow-list of checkpoints written by icmsr, and unpickling them can run '
-                'arbitrary code. If you trust this file, pass --trust-checkpoint. '
-                f'(torch said: {str(err).splitlines()[0]})') from err
+            raise RuntimeError(checkpoint_refusal_message(filename, err)) from err
 
     runner.load_checkpoint = load_checkpoint

@@ -1,6 +1,8 @@
 """Write training image grids (LQ | SR | HQ | condition maps) to the visualizer's backends."""
 from typing import List, Optional, Sequence
 
+import numpy as np
+
 import torch
 import torch.nn.functional as F
 from mmengine.dist import master_only
@@ -22,23 +24,55 @@ def _as_rgb(img: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return img.clamp(0, 1)
 
 
-def sr_grid(columns: List[torch.Tensor], max_images: int) -> torch.Tensor:
-    """Lay out one row per image, one column per panel.
+#: Column names of the condition maps, by ``ConditionExtractor`` mode.
+CONDITION_LABELS = {'colormap': ['colormap'], 'canny': ['Canny'],
+                    'multi': ['colormap', 'Canny'], 'lq': ['LQ condition']}
+_PADDING = 2
+_HEADER = 14  # pixels of the label strip (Pillow's default bitmap font is 11 px high)
+
+
+def _label_strip(labels: Sequence[str], panel_width: int, width: int) -> np.ndarray:
+    """A white ``(_HEADER, width, 3)`` strip with each label centred over its column."""
+    from PIL import Image, ImageDraw, ImageFont
+    strip = Image.new('RGB', (width, _HEADER), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    font = ImageFont.load_default()
+    for j, label in enumerate(labels):
+        left = _PADDING + j * (panel_width + _PADDING)
+        text_width = draw.textlength(label, font=font)
+        x = left + max(0.0, (panel_width - text_width) / 2)
+        draw.text((x, 1), label, fill=(0, 0, 0), font=font)
+    return np.asarray(strip)
+
+
+def sr_grid(columns: List[torch.Tensor], max_images: int,
+            labels: Optional[Sequence[str]] = None) -> np.ndarray:
+    """Lay out one row per image, one column per panel, with a label above each column.
 
     Args:
         columns: Panels, each ``(B, C, h, w)`` in ``[0, 1]``; the first one
             sets the panel size.
         max_images: Number of rows (images of the batch) to show.
+        labels: One name per column (e.g. ``LQ, SR, HQ, colormap, Canny``),
+            drawn in a strip above the grid; None for no strip.
 
     Returns:
         uint8 ``(H, W, 3)`` grid, ready for ``Visualizer.add_image``.
+
+    Raises:
+        ValueError: When the number of labels differs from the number of columns.
     """
     size = columns[0].shape[-2:]
     panels = [_as_rgb(c[:max_images], size) for c in columns]
     # Interleave so that each row of the grid is one image: LQ, SR, HQ, ...
     tiles = torch.stack(panels, dim=1).flatten(0, 1)
-    grid = make_grid(tiles, nrow=len(panels), padding=2, pad_value=1.0)
-    return (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    grid = make_grid(tiles, nrow=len(panels), padding=_PADDING, pad_value=1.0)
+    grid = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    if labels is None:
+        return grid
+    if len(labels) != len(columns):
+        raise ValueError(f'sr_grid: {len(labels)} labels for {len(columns)} columns')
+    return np.concatenate([_label_strip(labels, int(size[1]), grid.shape[1]), grid], axis=0)
 
 
 @HOOKS.register_module()
@@ -46,8 +80,8 @@ class SRVisualizationHook(Hook):
     """Every ``interval`` iterations, super-resolve the current training batch and log a grid.
 
     Columns: LQ (the degraded input, resized to the GT size), SR, HQ, then the
-    condition maps the teacher saw (colormap, Canny, or the LQ condition). The
-    grid goes to every backend of the Runner's visualizer
+    condition maps the teacher saw (colormap, Canny, or the LQ condition), each
+    named in a label strip above the grid. The grid goes to every backend of the Runner's visualizer
     (``LocalVisBackend``: ``<work_dir>/<timestamp>/vis_data/vis_image``;
     ``TensorboardVisBackend``: the *Images* tab).
 
@@ -92,8 +126,26 @@ class SRVisualizationHook(Hook):
         finally:
             model.train(was_training)
             restore_random_state(state, model)
-        runner.visualizer.add_image(self.name, sr_grid(columns, self.max_images),
-                                    step=runner.iter + 1)
+        grid = sr_grid(columns, self.max_images, self.labels(model, len(columns)))
+        runner.visualizer.add_image(self.name, grid, step=runner.iter + 1)
+
+    @staticmethod
+    def labels(model, num_columns: int) -> List[str]:
+        """Column names: ``LQ, SR, HQ`` and the condition maps of the model's condition block.
+
+        Args:
+            model: The unwrapped model.
+            num_columns: Number of panels computed by :meth:`panels`.
+
+        Returns:
+            One label per column.
+        """
+        condition = getattr(model, 'condition', None)
+        conds = list(CONDITION_LABELS.get(getattr(condition, 'kind', None), []))
+        names = ['LQ', 'SR', 'HQ'] + conds
+        # Unknown extractors: number the extra panels rather than mislabel them.
+        names += [f'condition {i}' for i in range(1, num_columns - len(names) + 1)]
+        return names[:num_columns]
 
     @staticmethod
     def panels(model, data_batch: dict) -> List[torch.Tensor]:

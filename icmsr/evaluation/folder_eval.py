@@ -3,22 +3,36 @@
 Pairs files by name stem, scores every pair with the same scorers as
 :class:`~icmsr.evaluation.IQAMetrics`, and keeps a per-image cache so an
 interrupted run, started again, only scores the images it has not scored yet.
-Only image files directly inside the folders are read, and never anything under
-the output folder (which may sit inside the prediction folder).
+Only image files directly inside the folders are read (the toolkit's one lister,
+:func:`icmsr.datasets.file_lists.scan_images`, with its hidden-file rule), and
+never anything under the output folder (which may sit inside the prediction
+folder). Images are read with the toolkit's one reader,
+:func:`icmsr.datasets.image_io.load_image_rgb` (EXIF orientation, 16-bit,
+grayscale, palette ...), exactly as the datasets read them.
+
+One bad file never stops a run: a prediction or GT that cannot be read, or a
+pair whose sizes differ, is recorded as a per-file error (path and reason),
+left out of the means, and counted in the result, so the caller can report it
+and exit non-zero at the end.
 """
 import json
 import os
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 
+from icmsr.datasets.file_lists import scan_images
+from icmsr.datasets.image_io import ImageLoadError, load_image_rgb
+from icmsr.utils.atomic_io import atomic_write
 from .fid import compute_fid
 from .reports import make_summary, mean_scores, write_json, write_per_image_csv
-from .scorers import METRICS, build_scorers
+from .scorers import METRIC_INFO, build_scorers
+from .weights import check_weights_available
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 CACHE_NAME = 'cache.jsonl'
+#: Recorded with cached scores: a cache written by another reader is not reused.
+READER = 'icmsr load_image_rgb uint8'
 
 
 def list_images(folder: str, exclude: Sequence[str] = ()) -> Dict[str, str]:
@@ -37,19 +51,13 @@ def list_images(folder: str, exclude: Sequence[str] = ()) -> Dict[str, str]:
     """
     if not os.path.isdir(folder):
         raise FileNotFoundError(f'Not a folder: {folder}')
-    excluded = [os.path.realpath(e) + os.sep for e in exclude]
     out: Dict[str, str] = {}
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        real = os.path.realpath(path)
-        if (not name.lower().endswith(IMAGE_EXTENSIONS) or not os.path.isfile(path)
-                or any(real.startswith(e) for e in excluded)):
-            continue
+    for name in scan_images(folder, recursive=False, exclude=exclude):
         stem = os.path.splitext(name)[0]
         if stem in out:
             raise ValueError(f'Two images named {stem!r} in {folder}: '
                              f'{os.path.basename(out[stem])} and {name}')
-        out[stem] = path
+        out[stem] = os.path.join(folder, name)
     return out
 
 
@@ -82,17 +90,18 @@ def pair_folders(pred_dir: str, gt_dir: Optional[str],
 
 
 def read_image(path: str) -> torch.Tensor:
-    """Read an image as RGB float32 ``(3, H, W)`` in ``[0, 1]`` (as pyiqa reads files).
+    """Read an image as RGB float32 ``(3, H, W)`` in ``[0, 1]`` with the toolkit's reader.
 
     Args:
         path: Image file.
 
     Returns:
-        The image tensor.
+        The image tensor (``load_image_rgb`` / 255).
+
+    Raises:
+        ImageLoadError: Naming the file, when it cannot be decoded.
     """
-    from PIL import Image
-    with Image.open(path) as img:
-        arr = np.asarray(img.convert('RGB'), dtype=np.float32) / 255.0
+    arr = load_image_rgb(path).astype('float32') / 255.0
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
@@ -102,31 +111,36 @@ def _file_stamp(path: str) -> List:
 
 
 class ScoreCache:
-    """Append-only per-image score cache (one JSON object per line).
+    """Per-image score cache (one JSON object per line), rewritten atomically.
 
     A line is trusted only while the prediction file keeps its size and
-    modification time and the metric settings are unchanged.
+    modification time and the metric settings are unchanged. The file is
+    replaced as a whole (:func:`~icmsr.utils.atomic_io.atomic_write`) at most
+    every ``save_every`` seconds and on :meth:`close`, so an interruption keeps
+    every score saved so far and never leaves a cut line.
 
     Args:
         path: The ``.jsonl`` file.
         settings: Metric settings; a cache written with other settings is ignored.
+        save_every: Seconds between two rewrites while scoring.
     """
 
-    def __init__(self, path: str, settings: Dict) -> None:
+    def __init__(self, path: str, settings: Dict, save_every: float = 5.0) -> None:
         self.path = path
         self.settings = json.loads(json.dumps(settings))
+        self.save_every = save_every
         self.rows: Dict[str, Dict] = {}
         if os.path.isfile(path):
             with open(path) as f:
                 for line in f:
                     try:
                         row = json.loads(line)
-                    except json.JSONDecodeError:  # a line cut by an interruption
+                    except json.JSONDecodeError:  # written by an older, appending version
                         continue
                     if row.get('settings') == self.settings:
                         self.rows.setdefault(row['key'], {}).update(row)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._file = open(path, 'a')
+        self._dirty = False
+        self._saved_at = time.monotonic()
 
     def get(self, key: str, pred_path: str, metrics: Sequence[str]) -> Optional[Dict]:
         """Cached scores of ``key`` if complete and still valid, else None."""
@@ -138,22 +152,49 @@ class ScoreCache:
         return {m: row[m] for m in metrics}
 
     def put(self, key: str, pred_path: str, scores: Dict[str, float]) -> None:
-        """Record scores of one image and flush, so an interruption keeps them."""
+        """Record scores of one image (saved within ``save_every`` seconds)."""
         row = {'key': key, 'stamp': _file_stamp(pred_path), 'settings': self.settings, **scores}
         self.rows.setdefault(key, {}).update(row)
-        self._file.write(json.dumps(row) + '\n')
-        self._file.flush()
+        self._dirty = True
+        if time.monotonic() - self._saved_at >= self.save_every:
+            self.save()
+
+    def save(self) -> None:
+        """Replace the cache file with every row recorded so far."""
+        if not self._dirty:
+            return
+        with atomic_write(self.path, 'w') as f:
+            for key in sorted(self.rows):
+                f.write(json.dumps(self.rows[key]) + '\n')
+        self._dirty = False
+        self._saved_at = time.monotonic()
 
     def close(self) -> None:
-        """Close the cache file."""
-        self._file.close()
+        """Save what is not saved yet."""
+        self.save()
+
+
+def _score_pair(key: str, pred_path: str, gt_path: Optional[str], per_image: Sequence[str],
+                scorers: Dict) -> Dict[str, float]:
+    """Read one pair with the toolkit's reader and score it.
+
+    Raises:
+        ImageLoadError: A file cannot be read (names it).
+        ValueError: Prediction and GT differ in size (names both).
+    """
+    pred = read_image(pred_path)[None]
+    gt = read_image(gt_path)[None] if gt_path else None
+    if gt is not None and gt.shape != pred.shape:
+        raise ValueError(f'size mismatch: {pred_path} is {tuple(pred.shape[-2:])} (H, W), '
+                         f'{gt_path} is {tuple(gt.shape[-2:])}')
+    return {m: scorers[m](pred, gt)[0] for m in per_image}
 
 
 def evaluate_folder(pred_dir: str, gt_dir: Optional[str], out_dir: str, dataset: str,
                     metrics: Sequence[str], method: str = 'method',
                     weights_dir: Optional[str] = None, device: Optional[str] = None,
                     metric_options: Optional[Dict] = None, scorers: Optional[Dict] = None,
-                    progress: bool = True) -> Dict:
+                    progress: bool = True, strict: bool = False) -> Dict:
     """Score one prediction folder against its GT folder and write the reports.
 
     Args:
@@ -168,49 +209,69 @@ def evaluate_folder(pred_dir: str, gt_dir: Optional[str], out_dir: str, dataset:
         metric_options: Per-metric option overrides.
         scorers: Already built scorers (reused across sets).
         progress: Show a progress bar with ETA.
+        strict: Require a prediction for every GT image.
 
     Returns:
-        ``{'num_images': n, 'metrics': {key: mean}, 'unpaired': {...}, 'rows': [...]}``.
+        ``{'num_images': scored, 'num_expected': pairs (or GT images with strict),
+        'metrics': {key: mean}, 'unpaired': {...}, 'errors': [(path, reason)],
+        'rows': [...], 'scorers': ...}``.
+
+    Raises:
+        ValueError: A full-reference metric without GT, no pair at all, or with
+            ``strict`` a GT image without prediction.
+        MetricWeightsError: Before anything is scored, when metric weights are missing.
     """
     from tqdm import tqdm
     metrics = list(metrics)
     if gt_dir is None:
-        fr = [m for m in metrics if METRICS[m].full_reference]
+        fr = [m for m in metrics if METRIC_INFO[m].full_reference]
         if fr:
             raise ValueError(f'{fr} need a GT folder (--gt)')
     set_dir = os.path.join(out_dir, dataset)
     pairs, extra = pair_folders(pred_dir, gt_dir, exclude=[out_dir])
-    per_image = [m for m in metrics if not METRICS[m].set_level]
-    settings = {'metric_options': metric_options or {}, 'reader': 'PIL RGB uint8'}
+    if strict and extra['gt_only']:
+        raise ValueError(
+            f'--strict: {len(extra["gt_only"])} GT image(s) of {gt_dir} have no prediction in '
+            f'{pred_dir}: {extra["gt_only"][:10]}')
+    per_image = [m for m in metrics if not METRIC_INFO[m].set_level]
+    if scorers is None:
+        check_weights_available(metrics, weights_dir)  # FID too, before any scoring
+    settings = {'metric_options': metric_options or {}, 'reader': READER}
     cache = ScoreCache(os.path.join(set_dir, CACHE_NAME), settings)
-    rows = []
+    rows, errors, good = [], [], []
     try:
         todo = [(k, p, g) for k, p, g in pairs if cache.get(k, p, per_image) is None]
         if todo and per_image and scorers is None:
             scorers = build_scorers(per_image, device, weights_dir, metric_options)
-        bar = tqdm(pairs, desc=f'{method} on {dataset}', unit='img', disable=not progress,
-                   initial=0)
+        bar = tqdm(pairs, desc=f'{method} on {dataset}', unit='img', disable=not progress)
         for key, pred_path, gt_path in bar:
             scores = cache.get(key, pred_path, per_image)
             if scores is None:
-                pred = read_image(pred_path)[None]
-                gt = read_image(gt_path)[None] if gt_path else None
-                if gt is not None and gt.shape != pred.shape:
-                    raise ValueError(f'{key}: {pred_path} is {tuple(pred.shape[-2:])}, '
-                                     f'{gt_path} is {tuple(gt.shape[-2:])}')
-                scores = {m: scorers[m](pred, gt)[0] for m in per_image}
+                try:
+                    scores = _score_pair(key, pred_path, gt_path, per_image, scorers)
+                except (ImageLoadError, ValueError) as err:
+                    errors.append((getattr(err, 'path', pred_path), str(err)))
+                    continue
                 cache.put(key, pred_path, scores)
+            elif 'fid' in metrics:  # FID reads the files: check the cached pair still reads
+                try:
+                    _score_pair(key, pred_path, gt_path, [], {})
+                except (ImageLoadError, ValueError) as err:
+                    errors.append((getattr(err, 'path', pred_path), str(err)))
+                    continue
             rows.append({'key': key, **scores})
+            good.append((pred_path, gt_path))
     finally:
         cache.close()
     means = mean_scores(rows, per_image)
-    if 'fid' in metrics:
-        means['fid'] = compute_fid([p for _, p, _ in pairs], [g for _, _, g in pairs],
-                                   device, weights_dir)
+    if 'fid' in metrics and good:
+        means['fid'] = compute_fid([p for p, _ in good], [g for _, g in good], device, weights_dir)
     means = {m: means[m] for m in metrics if m in means}
     write_per_image_csv(os.path.join(set_dir, 'per_image.csv'), rows, per_image)
-    entry = {'num_images': len(pairs), 'metrics': means}
+    expected = len(pairs) + (len(extra['gt_only']) if strict else 0)
+    entry = {'num_images': len(rows), 'num_expected': expected, 'num_errors': len(errors),
+             'metrics': means}
     write_json(os.path.join(set_dir, 'summary.json'),
                make_summary(method, {dataset: entry}, dict(settings, pred_dir=pred_dir,
                                                            gt_dir=gt_dir)))
-    return dict(entry, unpaired=extra, rows=rows, scorers=scorers)
+    return dict(entry, unpaired=extra, errors=errors, rows=rows, scorers=scorers)

@@ -19,17 +19,17 @@ from mmengine.structures import BaseDataElement
 
 from icmsr.registry import METRICS as METRIC_REGISTRY
 from .fid import compute_fid
+from icmsr.utils.atomic_io import atomic_save_image
 from .reports import (make_summary, markdown_table, mean_scores, ordered_metrics,
-                      write_json, write_per_image_csv)
-from .scorers import (DEFAULT_METRICS, METRICS, build_scorers, canonical_name, quantize)
-from .weights import check_weights, resolve_weights_dir
+                      write_json, write_per_image_csv, write_table)
+from .scorers import (DEFAULT_METRICS, METRIC_INFO, build_scorers, canonical_name, quantize)
+from .weights import check_weights_available, resolve_weights_dir
 
 
 def _save_png(img: torch.Tensor, path: str) -> None:
     """Save a ``(3, H, W)`` float image in ``[0, 1]`` as an 8-bit RGB PNG."""
-    from PIL import Image
     arr = (img.detach().float().clamp(0, 1) * 255.0).round().byte().permute(1, 2, 0).cpu().numpy()
-    Image.fromarray(np.ascontiguousarray(arr)).save(path)
+    atomic_save_image(path, np.ascontiguousarray(arr))
 
 
 @METRIC_REGISTRY.register_module()
@@ -80,8 +80,8 @@ class IQAMetrics(BaseMetric):
         self.weights_dir = resolve_weights_dir(weights_dir)
         self.device = device
         self.metric_options = metric_options or {}
-        if self.weights_dir is not None:  # fail at build time, not after inference
-            check_weights(self.metric_names, self.weights_dir)
+        # Fail at build time, not after inference, with or without a weights folder.
+        check_weights_available(self.metric_names, self.weights_dir)
         self._scorers: Optional[Dict[str, Any]] = None
         self.last_summary: Optional[Dict] = None
 
@@ -123,7 +123,7 @@ class IQAMetrics(BaseMetric):
         preds = [self._prep(s['pred_img']) for s in samples]
         gts = [self._prep(s['gt_img']) if s.get('gt_img') is not None else None for s in samples]
         rows = [{'key': s['key'], 'gt_path': s.get('gt_path')} for s in samples]
-        need_gt = [m for m in self._scorers if METRICS[m].full_reference]
+        need_gt = [m for m in self._scorers if METRIC_INFO[m].full_reference]
         if need_gt and any(g is None for g in gts):
             raise KeyError(f'{need_gt} need `gt_img` in every data sample; a sample of set '
                            f'{self.prefix!r} has none (use no-reference metrics for unpaired sets)')
@@ -165,7 +165,7 @@ class IQAMetrics(BaseMetric):
             dup = sorted({k for k in keys if keys.count(k) > 1})[:5]
             raise ValueError(f'Set {self.prefix!r} has duplicate keys {dup}; keys name the '
                              'saved images and must be unique')
-        per_image = [m for m in self.metric_names if not METRICS[m].set_level]
+        per_image = [m for m in self.metric_names if not METRIC_INFO[m].set_level]
         scores = mean_scores(results, per_image)
         if 'fid' in self.metric_names:
             gt_files = [r.get('gt_path') for r in results]
@@ -176,7 +176,7 @@ class IQAMetrics(BaseMetric):
                                         self.device, self.weights_dir)
         scores = {m: scores[m] for m in self.metric_names if m in scores}
         self._write_reports(results, per_image, scores)
-        return {METRICS[m].label: v for m, v in scores.items()}
+        return {METRIC_INFO[m].label: v for m, v in scores.items()}
 
     def _write_reports(self, results: List[Dict], per_image: List[str],
                        scores: Dict[str, float]) -> None:
@@ -187,6 +187,5 @@ class IQAMetrics(BaseMetric):
             self.prefix: {'num_images': len(results), 'metrics': scores}}, settings)
         write_per_image_csv(os.path.join(self.set_dir, 'per_image.csv'), results, per_image)
         write_json(os.path.join(self.set_dir, 'summary.json'), summary)
-        with open(os.path.join(self.set_dir, 'table.md'), 'w') as f:
-            f.write(markdown_table([summary]))
+        write_table(os.path.join(self.set_dir, 'table.md'), markdown_table([summary]))
         self.last_summary = summary

@@ -8,17 +8,21 @@ A summary JSON holds one method on one or more datasets::
      "settings": {...}}
 
 Several summaries (runs of ``tools/test.py`` or ``tools/eval_folder.py``) merge
-into one table with datasets as row groups, methods as rows, an arrow on each
-metric for its better direction and the best value of each dataset in bold.
+into one table with datasets as row groups, methods as rows, the number of
+images each row was scored on, an arrow on each metric for its better direction
+and the best value of each dataset in bold. Only rows scored on as many images
+as the most complete row of their dataset compete for bold: a method evaluated
+on 9 of 100 images is shown, with its count, but never ranked. Every report is
+written atomically (:mod:`icmsr.utils.atomic_io`).
 """
 import csv
 import json
 import math
-import os
 import warnings
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from .scorers import METRICS
+from icmsr.utils.atomic_io import atomic_write, atomic_write_json, atomic_write_text
+from .scorers import METRIC_INFO
 
 # Decimals as the paper prints them.
 _DECIMALS = {'fid': 2, 'musiq': 2, 'psnr': 2}
@@ -34,8 +38,8 @@ def ordered_metrics(names: Iterable[str]) -> List[str]:
         The keys in table order, without duplicates.
     """
     names = list(dict.fromkeys(names))
-    known = [m for m in METRICS if m in names]
-    return known + [n for n in names if n not in METRICS]
+    known = [m for m in METRIC_INFO if m in names]
+    return known + [n for n in names if n not in METRIC_INFO]
 
 
 def mean_scores(rows: Sequence[Dict], metrics: Sequence[str]) -> Dict[str, float]:
@@ -64,8 +68,7 @@ def write_per_image_csv(path: str, rows: Sequence[Dict], metrics: Sequence[str])
         rows: Per-image dicts with ``key``.
         metrics: Column order.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'w', newline='') as f:
+    with atomic_write(path, 'w', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(['key'] + list(metrics))
         for row in sorted(rows, key=lambda r: r['key']):
@@ -94,9 +97,17 @@ def write_json(path: str, summary: Dict) -> None:
         path: Output file.
         summary: From :func:`make_summary`.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'w') as f:
-        json.dump(summary, f, indent=2)
+    atomic_write_json(path, summary, indent=2)
+
+
+def write_table(path: str, table: str) -> None:
+    """Write a Markdown table (atomically).
+
+    Args:
+        path: Output ``.md`` file.
+        table: From :func:`markdown_table`.
+    """
+    atomic_write_text(path, table)
 
 
 def load_summaries(paths: Sequence[str]) -> List[Dict]:
@@ -140,37 +151,53 @@ def markdown_table(summaries: Sequence[Dict], metrics: Optional[Sequence[str]] =
     Returns:
         A GitHub-flavoured Markdown table.
     """
-    table: Dict[str, Dict[str, Dict[str, float]]] = {}  # dataset -> method -> metrics
+    table: Dict[str, Dict[str, Dict]] = {}  # dataset -> method -> entry
     for s in summaries:
         for dset, entry in s['datasets'].items():
             methods = table.setdefault(dset, {})
             if s['method'] in methods:
                 warnings.warn(f'{s["method"]} on {dset} appears twice; keeping the last one')
-            methods[s['method']] = entry.get('metrics', {})
+            methods[s['method']] = entry
     if metrics is None:
-        metrics = ordered_metrics(m for d in table.values() for v in d.values() for m in v)
+        metrics = ordered_metrics(m for d in table.values() for e in d.values()
+                                  for m in e.get('metrics', {}))
     dsets = list(dataset_order or []) + [d for d in table if d not in (dataset_order or [])]
 
     def header(m: str) -> str:
-        info = METRICS.get(m)
+        info = METRIC_INFO.get(m)
         if info is None:
             return m
         return info.label + ('↓' if info.lower_better else '↑')
 
-    lines = ['| Datasets | Methods | ' + ' | '.join(header(m) for m in metrics) + ' |',
-             '|' + '---|' * (len(metrics) + 2)]
+    lines = ['| Datasets | Methods | Images | ' + ' | '.join(header(m) for m in metrics) + ' |',
+             '|' + '---|' * (len(metrics) + 3)]
     for dset in dsets:
-        methods = table.get(dset, {})
+        entries = table.get(dset, {})
+        counts = {k: e.get('num_images') for k, e in entries.items()}
+        known = [c for c in counts.values() if c is not None]
+        # Rows scored on fewer images than the most complete one never compete.
+        ranked = [k for k, c in counts.items() if not known or c == max(known)]
         best = {}
         for m in metrics:
-            vals = [v[m] for v in methods.values() if v.get(m) is not None]
+            vals = [entries[k]['metrics'][m] for k in ranked
+                    if entries[k].get('metrics', {}).get(m) is not None]
             if len(vals) > 1:  # bold only means something with a comparison
-                lower = METRICS[m].lower_better if m in METRICS else False
+                lower = METRIC_INFO[m].lower_better if m in METRIC_INFO else False
                 best[m] = _fmt(m, min(vals) if lower else max(vals))
-        for i, (method, vals) in enumerate(methods.items()):
-            cells = []
+        for i, (method, entry) in enumerate(entries.items()):
+            vals = entry.get('metrics', {})
+            cells = [_count(entry)]
             for m in metrics:
                 text = _fmt(m, vals.get(m))
-                cells.append(f'**{text}**' if best.get(m) == text and text != '-' else text)
+                bold = method in ranked and best.get(m) == text and text != '-'
+                cells.append(f'**{text}**' if bold else text)
             lines.append(f'| {dset if i == 0 else ""} | {method} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
+
+
+def _count(entry: Dict) -> str:
+    """Image-count cell: ``100``, or ``9 of 100`` when images were expected but not scored."""
+    n, expected = entry.get('num_images'), entry.get('num_expected')
+    if n is None:
+        return '-'
+    return f'{n} of {expected}' if expected is not None and expected != n else str(n)

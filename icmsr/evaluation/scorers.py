@@ -45,8 +45,9 @@ class MetricInfo:
 
 
 _Y = dict(test_y_channel=True, color_space='ycbcr')
-# Table order of the paper: perceptual w/ ref, perceptual w/o ref, fidelity.
-METRICS: Dict[str, MetricInfo] = {m.name: m for m in [
+# Facts about each metric key (not to be confused with the METRICS registry of
+# icmsr.registry), in the paper's table order: perceptual w/ ref, w/o ref, fidelity.
+METRIC_INFO: Dict[str, MetricInfo] = {m.name: m for m in [
     MetricInfo('lpips', 'LPIPS', True, True, 'lpips'),
     MetricInfo('dists', 'DISTS', True, True, 'dists'),
     MetricInfo('fid', 'FID', True, True, 'fid', set_level=True),
@@ -61,7 +62,7 @@ METRICS: Dict[str, MetricInfo] = {m.name: m for m in [
 ]}
 ALIASES = {'topiq': 'topiq_nr', 'maniqa-pipal': 'maniqa', 'musiq-koniq': 'musiq',
            'clip-iqa': 'clipiqa'}
-DEFAULT_METRICS = list(METRICS)
+DEFAULT_METRICS = list(METRIC_INFO)
 
 
 def canonical_name(name: str) -> str:
@@ -71,14 +72,14 @@ def canonical_name(name: str) -> str:
         name: E.g. ``'PSNR'``, ``'topiq'``.
 
     Returns:
-        The key in :data:`METRICS`.
+        The key in :data:`METRIC_INFO`.
 
     Raises:
         KeyError: Naming the known metrics.
     """
     key = ALIASES.get(name.lower(), name.lower())
-    if key not in METRICS:
-        raise KeyError(f'Unknown metric {name!r}; choose from {list(METRICS)} '
+    if key not in METRIC_INFO:
+        raise KeyError(f'Unknown metric {name!r}; choose from {list(METRIC_INFO)} '
                        f'(aliases {sorted(ALIASES)})')
     return key
 
@@ -200,7 +201,7 @@ def build_scorers(metrics: Sequence[str], device: Optional[str] = None,
     scorers: Dict[str, Callable] = {}
     with offline_pyiqa(weights_dir):
         for key in keys:
-            info = METRICS[key]
+            info = METRIC_INFO[key]
             if info.set_level:
                 continue
             if key == 'niqe':

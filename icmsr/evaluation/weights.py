@@ -134,6 +134,15 @@ def required_files(metrics: Sequence[str]) -> List[WeightFile]:
     return list(seen.values())
 
 
+def _missing_message(missing: Sequence[WeightFile], folder: str, where: str) -> str:
+    """One message naming every missing file, its URL and the download command."""
+    lines = [f'  {os.path.join(folder, wf.relpath)}\n      from {wf.url}' for wf in missing]
+    return (f'{len(missing)} metric weight file(s) missing in {folder} ({where}):\n'
+            + '\n'.join(lines) + '\nFetch them on a machine with internet with '
+            f'`python tools/download_metric_weights.py --out {folder}` '
+            'and copy the folder here, or copy ~/.cache/torch from a machine that ran pyiqa.')
+
+
 def check_weights(metrics: Sequence[str], weights_dir: str) -> None:
     """Fail once, naming every missing file, if the folder lacks something.
 
@@ -147,14 +156,49 @@ def check_weights(metrics: Sequence[str], weights_dir: str) -> None:
     missing = [wf for wf in required_files(metrics)
                if not os.path.isfile(os.path.join(weights_dir, wf.relpath))]
     if missing:
-        lines = [f'  {os.path.join(weights_dir, wf.relpath)}\n      from {wf.url}'
-                 for wf in missing]
-        raise MetricWeightsError(
-            f'{len(missing)} metric weight file(s) missing in {weights_dir} '
-            f'(set by the weights argument or ${ENV_VAR}):\n' + '\n'.join(lines) +
-            '\nFetch them on a machine with internet with '
-            f'`python tools/download_metric_weights.py --out {weights_dir}` '
-            'and copy the folder here, or copy ~/.cache/torch from a machine that ran pyiqa.')
+        raise MetricWeightsError(_missing_message(
+            missing, weights_dir, f'set by the weights argument or ${ENV_VAR}'))
+
+
+def default_weights_home() -> str:
+    """The folder pyiqa, torchvision and CLIP cache into without a weights folder.
+
+    Returns:
+        ``$TORCH_HOME`` (``torch.hub.get_dir()`` without its ``hub`` part), which
+        has the same layout as a weights folder.
+    """
+    import torch.hub
+    return os.path.dirname(torch.hub.get_dir())
+
+
+def check_weights_available(metrics: Sequence[str], weights_dir: Optional[str] = None) -> None:
+    """Fail before anything is scored when a metric's weights cannot be had.
+
+    With a weights folder (argument or ``$ICMSR_METRIC_WEIGHTS``) every file must
+    be in it. Without one, files missing from torch's cache (``$TORCH_HOME``) are
+    fine only when the network is reachable (pyiqa downloads them then);
+    offline, they are reported in the same message.
+
+    Args:
+        metrics: Metric keys (FID included).
+        weights_dir: Explicit weights folder, or None.
+
+    Raises:
+        MetricWeightsError: Listing each missing file, its URL and the download command.
+    """
+    weights_dir = resolve_weights_dir(weights_dir)
+    if weights_dir is not None:
+        check_weights(metrics, weights_dir)
+        return
+    home = default_weights_home()
+    missing = [wf for wf in required_files(metrics)
+               if not os.path.isfile(os.path.join(home, wf.relpath))]
+    if missing:
+        from icmsr.utils.network import hub_reachable
+        if not hub_reachable():
+            raise MetricWeightsError(_missing_message(
+                missing, home, f'torch\'s cache; no ${ENV_VAR} or --weights folder is set '
+                'and the network is unreachable'))
 
 
 def _local_file(weights_dir: str, url: str, subdir: str) -> str:

@@ -34,9 +34,13 @@ _DOWNLOAD_HINT = (
     'scheduler) and the TencentARC adapters TencentARC/t2iadapter_color_sd14v1 and '
     'TencentARC/t2iadapter_canny_sd14v1. Download them on a machine with internet, e.g. '
     '`huggingface-cli download CompVis/stable-diffusion-v1-4 --local-dir '
-    'weights/stable-diffusion-v1-4` (same for each adapter into weights/<name>), and set '
-    "from_pretrained='weights/<name>' in the config, or pre-fill the Hugging Face cache "
-    '($HF_HOME) and keep the hub id.')
+    'weights/stable-diffusion-v1-4` (same for each adapter into weights/<name>), then point '
+    'the configs at the folders with the environment variables they read: '
+    'ICMSR_SD14=weights/stable-diffusion-v1-4, '
+    'ICMSR_ADAPTER_COLOR=weights/t2iadapter_color_sd14v1, '
+    'ICMSR_ADAPTER_CANNY=weights/t2iadapter_canny_sd14v1 (or set '
+    "from_pretrained='weights/<name>' in the config), or pre-fill the Hugging Face cache "
+    '($HF_HOME) and keep the hub id. Offline, set HF_HUB_OFFLINE=1 so nothing is retried.')
 
 
 class PretrainedWeightsError(FileNotFoundError):

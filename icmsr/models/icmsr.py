@@ -1,6 +1,6 @@
 """ICMSR: the one-step SR model plus what training with ICM regularization needs."""
 import copy
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -10,6 +10,43 @@ from mmengine.optim import OptimWrapperDict
 from icmsr.registry import MODELS, build_or_use
 from .diffusion import AUX_ROLE, GENERATOR_ROLE
 from .one_step_sr import OneStepSR, resize_to
+
+
+def prepare_training_batch(data: Union[dict, tuple, list], data_preprocessor: Callable,
+                           degradation: Optional[Callable] = None,
+                           extract: Optional[Callable] = None) -> Dict[str, Any]:
+    """Stack, degrade, resize back and extract ``F_c``: what a training batch becomes.
+
+    HQ-only batches are degraded on their device (``degradation``); batches that
+    carry an LQ use it. The LQ is brought to the GT size, because the one-step
+    generator works at the output size: with ``resize_back=True`` the degradation
+    already did it with a random mode (OSEDiff's augmentation), otherwise bicubic
+    as at test time.
+
+    Args:
+        data: a collated batch.
+        data_preprocessor: the model's ``SRDataPreprocessor``.
+        degradation: the GT -> LQ degradation (None: batches must carry their LQ).
+        extract: ``TeacherCondition.extract`` (None: no condition).
+
+    Returns:
+        ``{'gt', 'lq', 'cond', 'data_samples'}``: tensors in ``[0, 1]`` at the GT size;
+        ``cond`` is None without a condition.
+    """
+    data = data_preprocessor(data, True)
+    inputs = data['inputs']
+    gt, lq = inputs.get('gt'), inputs.get('lq')
+    if gt is None:
+        raise KeyError("Training batches need 'gt' images.")
+    if lq is None:
+        if degradation is None:
+            raise ValueError('A training batch without LQ needs model.degradation='
+                             "dict(type='RealESRGANDegradation', ...).")
+        out = degradation(gt)
+        gt, lq = out['gt'], out.get('lq_up', out['lq'])
+    lq = resize_to(lq, gt.shape[-2:])
+    cond = None if extract is None else extract(gt, lq)
+    return dict(gt=gt, lq=lq, cond=cond, data_samples=data['data_samples'])
 
 
 @MODELS.register_module()
@@ -103,35 +140,16 @@ class ICMSR(OneStepSR):
 
     # --------------------------------------------------------------- training
     def training_inputs(self, data: Union[dict, tuple, list]) -> Dict[str, Any]:
-        """Prepare a training batch: stack, degrade, resize back, extract ``F_c``.
-
-        HQ-only batches are degraded on their device (``degradation``); batches
-        that carry an LQ use it. The LQ is brought to the GT size, because the
-        one-step generator works at the output size: with ``resize_back=True``
-        the degradation already did it with a random mode (OSEDiff's
-        augmentation), otherwise bicubic as at test time.
+        """Prepare a training batch (see :func:`prepare_training_batch`) with this model's parts.
 
         Args:
             data: a collated batch.
 
         Returns:
-            ``{'gt', 'lq', 'cond', 'data_samples'}``: tensors in ``[0, 1]`` at the GT
-            size; ``cond`` is None without a condition block.
+            ``{'gt', 'lq', 'cond', 'data_samples'}``.
         """
-        data = self.data_preprocessor(data, True)
-        inputs = data['inputs']
-        gt, lq = inputs.get('gt'), inputs.get('lq')
-        if gt is None:
-            raise KeyError("ICMSR training batches need 'gt' images.")
-        if lq is None:
-            if self.degradation is None:
-                raise ValueError('A training batch without LQ needs model.degradation='
-                                 "dict(type='RealESRGANDegradation', ...).")
-            out = self.degradation(gt)
-            gt, lq = out['gt'], out.get('lq_up', out['lq'])
-        lq = resize_to(lq, gt.shape[-2:])
-        cond = None if self.condition is None else self.condition.extract(gt, lq)
-        return dict(gt=gt, lq=lq, cond=cond, data_samples=data['data_samples'])
+        return prepare_training_batch(data, self.data_preprocessor, self.degradation,
+                                      None if self.condition is None else self.condition.extract)
 
     def train_step(self, data: Union[dict, tuple, list],
                    optim_wrapper: OptimWrapperDict) -> Dict[str, torch.Tensor]:
@@ -178,7 +196,8 @@ class ICMSR(OneStepSR):
         log_vars['loss_aux'] = log_a['loss_aux']
         return {k: v.detach() for k, v in log_vars.items()}
 
-    def condition_panels(self, cond: Any) -> Sequence[torch.Tensor]:
+    @staticmethod
+    def condition_panels(cond: Any) -> Sequence[torch.Tensor]:
         """The condition maps of a batch as a list of image batches (for visualisation).
 
         Args:

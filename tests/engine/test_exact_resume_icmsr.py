@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope='module')
 def tiny_root(tmp_path_factory):
-    from icmsr.datasets import make_synthetic_paired_set, skimage_training_images
+    from demo_data import make_synthetic_paired_set, skimage_training_images
     root = tmp_path_factory.mktemp('tiny')
     skimage_training_images(str(root / 'train'), size=96, names=['astronaut', 'coffee', 'rocket'])
     make_synthetic_paired_set(str(root / 'test'), num_images=1, gt_size=64, scale=4)

@@ -79,3 +79,36 @@ def test_runner_stops_after_consecutive_bad_steps(tmp_path):
     assert not osp.exists(tmp_path / 'iter_6.pth')  # nothing saved at the failing iteration
     ckpt = torch.load(tmp_path / 'iter_3.pth', map_location='cpu')
     assert all(torch.isfinite(v).all() for v in ckpt['state_dict'].values())
+
+
+class _LoggedMeans(Hook):
+    """Read the windowed means MMEngine's log line prints, after every iteration."""
+
+    priority = 'LOWEST'
+
+    def __init__(self):
+        self.means = []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        buf = runner.message_hub.get_scalar('train/loss_gen')
+        self.means.append(buf.mean(10))
+
+
+def test_logged_loss_is_finite_after_a_skipped_step(tmp_path):
+    logged = _LoggedMeans()
+    runner = Runner(**toy_runner_cfg(str(tmp_path), max_iters=6, nan_at=[2]),
+                    custom_hooks=[logged])
+    runner.train()
+    # The window of 10 includes iteration 3 (the NaN one) for every later line.
+    assert all(torch.isfinite(torch.tensor(m)) for m in logged.means), logged.means
+
+
+def test_stop_message_names_parts_not_updated_and_updated(tmp_path):
+    runner = Runner(**toy_runner_cfg(str(tmp_path), max_iters=9, nan_at=[3, 4, 5]))
+    with pytest.raises(RuntimeError) as info:
+        runner.train()
+    msg = str(info.value)
+    # Only the generator's loss was NaN: its step was skipped, the aux model's was not.
+    assert 'Not updated in those 3 iterations: generator.' in msg
+    assert 'Updated as usual: aux_diffusion.' in msg
+    assert 'weights were not updated' not in msg

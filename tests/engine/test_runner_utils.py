@@ -6,8 +6,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from icmsr.engine.runner_utils import (enable_amp, guard_checkpoint_loading, set_resume,
-                                       set_work_dir)
+from icmsr.engine import runner_utils
+from icmsr.engine.runner_utils import (ConfigKeyWarning, enable_amp, guard_checkpoint_loading,
+                                       load_config, set_resume, set_work_dir)
 
 
 def _cfg():
@@ -17,7 +18,8 @@ def _cfg():
                                           aux_diffusion=dict(wrapper, type='OptimWrapper'))))
 
 
-def test_enable_amp_switches_every_wrapper():
+def test_enable_amp_switches_every_wrapper(monkeypatch):
+    monkeypatch.setattr(runner_utils, 'amp_device_available', lambda: True)
     cfg = _cfg()
     enable_amp(cfg)
     assert cfg.optim_wrapper.generator.type == 'AmpNonFiniteGuardOptimWrapper'
@@ -35,7 +37,7 @@ def test_set_resume(tmp_path):
     set_resume(cfg, 'auto')
     assert cfg.resume is True and cfg.load_from is None
     ckpt = tmp_path / 'iter_10.pth'
-    ckpt.write_bytes(b'x')
+    torch.save({'state_dict': {}}, ckpt)
     set_resume(cfg, str(ckpt))
     assert cfg.load_from == str(ckpt)
     with pytest.raises(FileNotFoundError, match='nope.pth'):
@@ -72,3 +74,71 @@ def test_foreign_checkpoint_needs_trust(tmp_path):
     guard_checkpoint_loading(trusted, trust=True)
     assert trusted.load_checkpoint(str(path))['obj'] == os.getcwd()
     assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' not in os.environ
+
+
+def test_torch_force_variable_does_not_bypass_trust_flag(tmp_path, monkeypatch):
+    path = tmp_path / 'foreign.pth'
+    torch.save({'state_dict': {}, 'obj': _Payload()}, path)
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    runner = _FakeRunner()
+    guard_checkpoint_loading(runner, trust=False)
+    with pytest.raises(RuntimeError, match='--trust-checkpoint') as info:
+        runner.load_checkpoint(str(path))
+    assert '\x1b[' not in str(info.value) and 'weights_only' not in str(info.value)
+    assert 'posix.getcwd' in str(info.value)  # torch's one useful line: what was refused
+    assert str(path) in str(info.value)
+    assert os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] == '1'  # the user's setting is back
+    trusted = _FakeRunner()
+    guard_checkpoint_loading(trusted, trust=True)
+    assert trusted.load_checkpoint(str(path))['obj'] == os.getcwd()
+
+
+def test_amp_without_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(runner_utils, 'amp_device_available', lambda: False)
+    with pytest.raises(RuntimeError, match='--amp needs a CUDA GPU.*Train without --amp'):
+        enable_amp(_cfg())
+
+
+def _write_cfg(tmp_path):
+    path = tmp_path / 'cfg.py'
+    path.write_text(
+        "max_iters = 200\n"
+        "train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)\n"
+        "param_scheduler = [dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=max_iters,\n"
+        "                        T_max=max_iters), dict(type='ConstantLR', by_epoch=False, end=50)]\n"
+        "optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-4))\n"
+        "tiny_unet = dict(channels=8)\n")
+    return str(path)
+
+
+def test_misspelled_cfg_options_path_warns_did_you_mean(tmp_path):
+    path = _write_cfg(tmp_path)
+    with pytest.warns(ConfigKeyWarning, match="'trian_cfg' does not exist.*did you mean 'train_cfg'"):
+        cfg = load_config(path, {'trian_cfg.max_iters': 3})
+    assert cfg.train_cfg.max_iters == 200  # the observed failure: 200 iterations would run
+    with pytest.warns(ConfigKeyWarning, match="'max_iter' does not exist in train_cfg.*'max_iters'"):
+        load_config(path, {'train_cfg.max_iter': 3})
+    with pytest.warns(ConfigKeyWarning, match="'lrr' does not exist in optim_wrapper.optimizer"):
+        load_config(path, {'optim_wrapper.optimizer.lrr': 3})
+
+
+def test_misspelled_top_level_key_warns_but_config_variables_do_not(tmp_path, recwarn):
+    path = tmp_path / 'typo.py'
+    path.write_text("max_iters = 3\ntrian_cfg = dict(max_iters=3)\n")
+    with pytest.warns(ConfigKeyWarning, match="'trian_cfg' is not read by the Runner; did you mean "
+                                              "'train_cfg'"):
+        load_config(str(path))
+    load_config(_write_cfg(tmp_path), {'train_cfg.max_iters': 5, 'param_scheduler.1.end': 4})
+    assert not [w for w in recwarn if issubclass(w.category, ConfigKeyWarning)]
+
+
+def test_max_iters_option_moves_schedule_end(tmp_path):
+    cfg = load_config(_write_cfg(tmp_path), {'train_cfg.max_iters': 30})
+    cosine, constant = cfg.param_scheduler
+    assert cfg.train_cfg.max_iters == 30 and cfg.train_cfg.val_interval == 30
+    assert cosine.end == 30 and cosine.T_max == 30
+    assert constant.end == 50  # not the end of training: left alone
+    # Explicit scheduler options win over the rule.
+    cfg = load_config(_write_cfg(tmp_path), {'train_cfg.max_iters': 30,
+                                             'param_scheduler.0.T_max': 77})
+    assert cfg.param_scheduler[0].T_max == 77

@@ -27,7 +27,7 @@ def _run(args, env):
 
 @pytest.fixture(scope='module')
 def tiny_data(tmp_path_factory):
-    from icmsr.datasets import make_synthetic_paired_set, skimage_training_images
+    from demo_data import make_synthetic_paired_set, skimage_training_images
     root = tmp_path_factory.mktemp('tiny_data')
     skimage_training_images(str(root / 'train'), size=96, names=['astronaut', 'coffee'])
     make_synthetic_paired_set(str(root / 'test'), num_images=2, gt_size=128, scale=4)
@@ -67,6 +67,9 @@ def test_train_resume_test_chain(tiny_data, tmp_path):
     assert osp.getsize(ckpt_path) < 5e6
     grids = [f for _, _, fs in os.walk(work) for f in fs if f.startswith('train_lq_sr_hq')]
     assert grids, 'no visualisation grid written'
+    # The tiny config writes TensorBoard events too (scalars and the grids).
+    events = [f for _, _, fs in os.walk(work) for f in fs if f.startswith('events.out.tfevents')]
+    assert events, 'no TensorBoard event file written'
 
     log = _run(['tools/train.py', TINY, '--work-dir', str(work), '--resume'] + _short(6), env)
     assert 'resumed epoch: 0, iter: 4' in log
@@ -78,3 +81,14 @@ def test_train_resume_test_chain(tiny_data, tmp_path):
     metrics = json.loads(out.read_text())
     assert set(metrics) >= {'Synthetic/PSNR', 'Synthetic/SSIM', 'Synthetic/NIQE'}
     assert 5 < metrics['Synthetic/PSNR'] < 60
+
+    # Exported LoRA files get the mode every other file gets (umask), not mkstemp's 0600.
+    exp = tmp_path / 'export'
+    _run(['tools/export_lora.py', str(work / 'iter_6.pth'), '--config', TINY, '--out', str(exp)], env)
+    umask = os.umask(0)
+    os.umask(umask)
+    written = sorted(os.listdir(exp))
+    assert 'icmsr_lora.json' in written and 'unet_lora.safetensors' in written
+    for name in written:
+        if osp.isfile(exp / name):
+            assert os.stat(exp / name).st_mode & 0o777 == 0o666 & ~umask, name

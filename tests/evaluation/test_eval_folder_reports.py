@@ -137,8 +137,9 @@ def test_eval_folder_outputs_csv_json_markdown(folders, tmp_path):
     assert toy['metrics']['psnr'] == pytest.approx(np.mean([float(r['psnr']) for r in rows]),
                                                    abs=1e-5)
     table = open(os.path.join(out, 'Noisy', 'table.md')).read()
-    assert table.splitlines()[0] == '| Datasets | Methods | PSNR↑ | SSIM↑ |'
-    assert f'| Toy | Noisy | {toy["metrics"]["psnr"]:.2f} | {toy["metrics"]["ssim"]:.4f} |' in table
+    assert table.splitlines()[0] == '| Datasets | Methods | Images | PSNR↑ | SSIM↑ |'
+    assert (f'| Toy | Noisy | 3 | {toy["metrics"]["psnr"]:.2f} | {toy["metrics"]["ssim"]:.4f} |'
+            in table)
 
 
 def test_markdown_merge_layout_arrows_and_bold(tmp_path):
@@ -155,11 +156,11 @@ def test_markdown_merge_layout_arrows_and_bold(tmp_path):
     assert eval_folder.main(['--merge', *paths, '--table-out', table_path]) == 0
     lines = open(table_path).read().splitlines()
     # the paper's column order with arrows: LPIPS FID NIQE ... PSNR
-    assert lines[0] == '| Datasets | Methods | LPIPS↓ | FID↓ | NIQE↓ | PSNR↑ |'
-    assert lines[2] == '| RealSR | OSEDiff | 0.2921 | 123.49 | **5.6476** | **25.15** |'
-    assert lines[3] == '|  | ICM-SR | **0.2700** | **118.20** | 5.8000 | 24.80 |'
+    assert lines[0] == '| Datasets | Methods | Images | LPIPS↓ | FID↓ | NIQE↓ | PSNR↑ |'
+    assert lines[2] == '| RealSR | OSEDiff | 100 | 0.2921 | 123.49 | **5.6476** | **25.15** |'
+    assert lines[3] == '|  | ICM-SR | 100 | **0.2700** | **118.20** | 5.8000 | 24.80 |'
     # one method on DRealSR: nothing to compare, nothing bold; missing cells are '-'
-    assert lines[4] == '| DRealSR | OSEDiff | 0.2968 | - | - | 27.92 |'
+    assert lines[4] == '| DRealSR | OSEDiff | 93 | 0.2968 | - | - | 27.92 |'
     assert markdown_table([a, b]) == '\n'.join(lines) + '\n'
 
 

@@ -17,7 +17,7 @@ import torch
 
 from icmsr.evaluation.folder_eval import read_image
 from icmsr.evaluation.scorers import build_scorers
-from icmsr.utils.benchmark_data import realsr_root
+from realsr_data import realsr_root
 
 ROOT = realsr_root()
 LOG = os.path.join(ROOT, 'osediff_metrics.log')

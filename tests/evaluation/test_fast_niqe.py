@@ -7,7 +7,7 @@ import torch
 from icmsr.evaluation.fast_niqe import calculate_niqe_fast, normalize_with_gauss
 from icmsr.evaluation.folder_eval import read_image
 from icmsr.evaluation.scorers import NIQEScorer, basicsr_niqe_params
-from icmsr.utils.benchmark_data import realsr_root
+from realsr_data import realsr_root
 
 ROOT = realsr_root()
 # Measured difference ~3e-8 (the float32 rounding of pyiqa's individual window taps).

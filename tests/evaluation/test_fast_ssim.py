@@ -10,8 +10,8 @@ import torch
 
 from icmsr.evaluation.fast_ssim import FastSSIMScorer, gaussian_1d, ssim_y, window_1d
 from icmsr.evaluation.folder_eval import read_image
-from icmsr.evaluation.scorers import METRICS, build_scorers
-from icmsr.utils.benchmark_data import realsr_root
+from icmsr.evaluation.scorers import METRIC_INFO, build_scorers
+from realsr_data import realsr_root
 
 ROOT = realsr_root()
 # Measured difference to pyiqa ~1e-10; 1e-8 fails if the window's float32 total
@@ -91,7 +91,7 @@ def test_suite_ssim_scorer_is_the_fast_one_with_the_table_settings():
     scorer = build_scorers(['ssim'], device='cpu')['ssim']
     assert isinstance(scorer, FastSSIMScorer)
     assert (scorer.test_y_channel, scorer.color_space, scorer.crop_border) == (True, 'ycbcr', 0)
-    assert METRICS['ssim'].options['color_space'] == 'ycbcr'
+    assert METRIC_INFO['ssim'].options['color_space'] == 'ycbcr'
     cropped = build_scorers(['ssim'], device='cpu', options={'ssim': {'crop_border': 4}})['ssim']
     assert cropped.crop_border == 4
 

@@ -18,7 +18,7 @@ import sys
 import time
 
 import torch
-from icmsr.utils.benchmark_data import realsr_root
+from realsr_data import realsr_root
 
 ROOT = realsr_root()
 

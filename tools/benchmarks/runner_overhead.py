@@ -14,6 +14,7 @@ timed separately (they happen every 100 iterations in the tiny config).
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 
@@ -130,7 +131,9 @@ def main() -> None:
         _clock = time.perf_counter
     torch.set_num_threads(args.threads)
     import icmsr  # noqa: F401
-    from icmsr.datasets import make_synthetic_paired_set, skimage_training_images
+    # The demo-data maker is scaffolding next to the tools, not part of icmsr.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from demo_data import make_synthetic_paired_set, skimage_training_images
     from icmsr.registry import register_all_modules
     register_all_modules()
     with tempfile.TemporaryDirectory() as tmp:

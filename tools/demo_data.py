@@ -1,8 +1,12 @@
-"""Small deterministic data sets built from the images shipped with scikit-image.
+"""Demo and test data: small deterministic sets built from the images shipped with scikit-image.
 
 They let the demo, the tests and the benchmarks run anywhere, with no download:
 ``make_synthetic_paired_set`` writes a StableSR-layout test set (``test_HR`` and
-``test_LR``), ``skimage_training_images`` a folder of HQ training images.
+``test_LR``), ``skimage_training_images`` a folder of HQ training images, and
+``prepare_demo_data`` both, in the layout ``configs/icmsr_tiny.py`` reads.
+Scaffolding, not part of the ``icmsr`` package: tools import it as a sibling
+module, the tests through the ``tools/`` entry that ``tests/conftest.py`` adds
+to ``sys.path``.
 
 Both are deterministic: the same arguments write byte-identical PNG files with
 the same installed OpenCV.
@@ -13,6 +17,8 @@ from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
+
+from icmsr.utils.atomic_io import atomic_path
 
 # Colour photographs first; grayscale textures (stacked to RGB) extend the pool.
 COLOR_SOURCES = ('astronaut', 'coffee', 'chelsea', 'rocket', 'immunohistochemistry',
@@ -46,9 +52,10 @@ def _resize(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def _write_png(path: str, rgb: np.ndarray) -> None:
-    """Write a uint8 RGB array as PNG, raising when OpenCV cannot write it."""
-    if not cv2.imwrite(path, np.ascontiguousarray(rgb[..., ::-1])):
-        raise OSError(f'Could not write {path!r}.')
+    """Write a uint8 RGB array as PNG (atomically), raising when OpenCV cannot write it."""
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(tmp, np.ascontiguousarray(rgb[..., ::-1])):
+            raise OSError(f'Could not write {path!r}.')
 
 
 def degrade(gt: np.ndarray, scale: int, rng: np.random.Generator) -> np.ndarray:
@@ -150,3 +157,20 @@ def skimage_training_images(out_dir: str, size: int,
         _write_png(path, _resize(image[top:top + side, left:left + side], size))
         paths.append(path)
     return paths
+
+
+def prepare_demo_data(data_root: str) -> Dict[str, str]:
+    """Write the tiny config's data: training photos and a synthetic paired test set.
+
+    Args:
+        data_root: The folder ``configs/icmsr_tiny.py`` reads (``tiny_root``,
+            ``$ICMSR_TINY_DATA``).
+
+    Returns:
+        ``train`` and ``test`` folders: ``train/*.png`` (128 px) and
+        ``test/test_{HR,LR}`` (seed 0, GT 128 px, LQ 32 px).
+    """
+    train_dir, test_dir = osp.join(data_root, 'train'), osp.join(data_root, 'test')
+    skimage_training_images(train_dir, size=128)
+    make_synthetic_paired_set(test_dir, num_images=4, gt_size=128, scale=4, seed=0)
+    return dict(train=train_dir, test=test_dir)

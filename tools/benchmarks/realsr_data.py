@@ -1,4 +1,8 @@
-"""Where the RealSR benchmark data used by tests and benchmarks lives."""
+"""Where the RealSR benchmark data used by tests and benchmarks lives (scaffolding, not in ``icmsr``).
+
+Tools in ``tools/benchmarks`` import it as a sibling module; the tests through the
+``tools/benchmarks`` entry that ``tests/conftest.py`` adds to ``sys.path``.
+"""
 import os
 import os.path as osp
 
