@@ -97,6 +97,8 @@ class _MultiSetLoop(BaseLoop):
             for metric in ev.metrics:
                 if hasattr(metric, 'set_default_out_dir'):
                     metric.set_default_out_dir(self.report_dir)
+                if hasattr(metric, 'check_weights'):  # before any image is inferred
+                    metric.check_weights()
         metrics: Dict = {}
         for dl, ev in zip(self.dataloaders, self.evaluators):
             self.dataloader = dl

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .weights import check_weights, offline_pyiqa, resolve_weights_dir
+from .weights import check_weights_available, offline_pyiqa, resolve_weights_dir
 
 
 def _link_all(files: Sequence[str], folder: str) -> None:
@@ -49,8 +49,7 @@ def compute_fid(sr_files: Sequence[str], gt_files: Sequence[str],
                          f'{len(gt_files)} GT)')
     import pyiqa
     weights_dir = resolve_weights_dir(weights_dir)
-    if weights_dir is not None:
-        check_weights(['fid'], weights_dir)
+    check_weights_available(['fid'], weights_dir)
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     with offline_pyiqa(weights_dir):
         model = pyiqa.create_metric('fid', device=dev)

@@ -80,10 +80,23 @@ class IQAMetrics(BaseMetric):
         self.weights_dir = resolve_weights_dir(weights_dir)
         self.device = device
         self.metric_options = metric_options or {}
-        # Fail at build time, not after inference, with or without a weights folder.
-        check_weights_available(self.metric_names, self.weights_dir)
+        if self.weights_dir is not None:  # a named folder must be complete: fail at build time
+            check_weights_available(self.metric_names, self.weights_dir)
         self._scorers: Optional[Dict[str, Any]] = None
         self.last_summary: Optional[Dict] = None
+
+    def check_weights(self) -> None:
+        """Fail with one clear message when a metric's weights cannot be had (FID included).
+
+        Without a weights folder, files missing from torch's cache are an error
+        only offline (see :func:`~icmsr.evaluation.weights.check_weights_available`).
+        The test loops call this before the first batch, so nothing is inferred
+        or scored in vain.
+
+        Raises:
+            MetricWeightsError: Listing each missing file and its URL.
+        """
+        check_weights_available(self.metric_names, self.weights_dir)
 
     # -- folders -------------------------------------------------------------
     def set_default_out_dir(self, out_dir: str) -> None:

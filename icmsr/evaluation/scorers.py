@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .fast_ssim import FastSSIMScorer
-from .weights import check_weights, offline_pyiqa, resolve_weights_dir
+from .weights import check_weights_available, offline_pyiqa, resolve_weights_dir
 
 
 @dataclass(frozen=True)
@@ -196,8 +196,7 @@ def build_scorers(metrics: Sequence[str], device: Optional[str] = None,
     options = {canonical_name(k): v for k, v in (options or {}).items()}
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     weights_dir = resolve_weights_dir(weights_dir)
-    if weights_dir is not None:
-        check_weights(keys, weights_dir)
+    check_weights_available(keys, weights_dir)  # one clear message, also without a folder
     scorers: Dict[str, Callable] = {}
     with offline_pyiqa(weights_dir):
         for key in keys:

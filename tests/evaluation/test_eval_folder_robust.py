@@ -6,6 +6,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from icmsr.evaluation.reports import make_summary, markdown_table
@@ -129,11 +130,16 @@ def test_missing_weights_without_folder_fail_before_scoring_fid_included(tmp_pat
     assert not out.exists()  # nothing was scored or written
 
 
-def test_iqa_metrics_without_folder_fails_at_build(tmp_path, monkeypatch):
+def test_iqa_metrics_without_folder_fails_before_the_first_batch(tmp_path, monkeypatch):
     from icmsr.evaluation import IQAMetrics, MetricWeightsError
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'empty'))
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     monkeypatch.delenv('ICMSR_METRIC_WEIGHTS', raising=False)
-    with pytest.raises(MetricWeightsError, match='(?s)2 metric weight file.*LPIPS_v0.1_alex'):
-        IQAMetrics(metric_names=['psnr', 'lpips'], prefix='X')
-    IQAMetrics(metric_names=['psnr', 'ssim', 'niqe'], prefix='X')  # no file needed
+    metric = IQAMetrics(metric_names=['psnr', 'lpips', 'fid'], prefix='X')
+    with pytest.raises(MetricWeightsError, match='(?s)3 metric weight file.*LPIPS_v0.1_alex'
+                                                 '.*pt_inception'):
+        metric.check_weights()  # what the test loops call before inferring anything
+    with pytest.raises(MetricWeightsError, match='(?s)LPIPS_v0.1_alex'):
+        metric.process(None, [dict(pred_img=torch.rand(3, 8, 8), gt_img=torch.rand(3, 8, 8),
+                                   key='a')])  # a plain TestLoop: the first batch says it
+    IQAMetrics(metric_names=['psnr', 'ssim', 'niqe'], prefix='X').check_weights()  # no files

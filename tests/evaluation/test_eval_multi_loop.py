@@ -181,3 +181,18 @@ def test_fid_uses_saved_sr_and_gt_files(tmp_path, monkeypatch):
     assert all(os.path.isfile(p) for p in sr + gt)
     summary = json.load(open(set_dir / 'summary.json'))
     assert list(summary['datasets']['F']['metrics']) == ['fid', 'psnr']
+
+
+def test_missing_weights_stop_the_test_run_before_any_inference(tmp_path, monkeypatch):
+    import icmsr.engine  # noqa: F401  registers the loops
+    from icmsr.evaluation import MetricWeightsError
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'empty_torch_home'))
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.delenv('ICMSR_METRIC_WEIGHTS', raising=False)
+    calls = []
+    monkeypatch.setattr(NoisyModel, 'test_step', lambda self, data: calls.append(1))
+    evs = [dict(type='IQAMetrics', metric_names=['psnr', 'fid'], prefix='SetA', device='cpu')]
+    runner = _runner(tmp_path, [_loader(PairSet('SetA', 2, 0.02))], evs)
+    with pytest.raises(MetricWeightsError, match='pt_inception'):
+        runner.test()
+    assert not calls  # FID's weights were checked before the first batch
