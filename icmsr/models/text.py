@@ -6,12 +6,12 @@ import torch.nn as nn
 
 from icmsr.registry import MODELS, build_or_use
 
-# OSEDiff's negative prompt for the teacher's classifier-free guidance.
+# OSEDiff's negative prompt for the teacher's classifier-free guidance (its training
+# script's ``--neg_prompt``, character for character).
 DEFAULT_NEGATIVE_PROMPT = (
-    'painting, oil painting, illustration, drawing, art, sketch, oil painting, cartoon, '
-    'CG Style, 3D render, unreal engine, blurring, dirty, messy, worst quality, '
-    'low quality, frames, watermark, signature, jpeg artifacts, deformed, lowres, '
-    'over-smooth')
+    'painting, oil painting, illustration, drawing, art, sketch, cartoon, CG Style, '
+    '3D render, unreal engine, blurring, dirty, messy, worst quality, low quality, frames, '
+    'watermark, signature, jpeg artifacts, deformed, lowres, over-smooth')
 
 _SOURCES = ('caption', 'fixed', 'empty')
 

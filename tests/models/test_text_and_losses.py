@@ -24,6 +24,15 @@ def test_prompt_sources(tiny_model):
     assert not torch.equal(emb[0], emb[1])
 
 
+# Copied from OSEDiff's scripts/train/train_osediff.sh (cswry/OSEDiff @fcc4f09), the
+# --neg_prompt of its training command.
+OSEDIFF_NEG_PROMPT = "painting, oil painting, illustration, drawing, art, sketch, cartoon, CG Style, 3D render, unreal engine, blurring, dirty, messy, worst quality, low quality, frames, watermark, signature, jpeg artifacts, deformed, lowres, over-smooth"  # noqa: E501
+
+
+def test_default_negative_prompt_is_osediffs():
+    assert DEFAULT_NEGATIVE_PROMPT == OSEDIFF_NEG_PROMPT
+
+
 def test_negative_prompt_is_encoded_once_and_not_checkpointed(tiny_model):
     text = tiny_model.text
     assert text.negative_prompt == DEFAULT_NEGATIVE_PROMPT
