@@ -6,6 +6,7 @@ from .data_preprocessor import SRDataPreprocessor  # noqa: F401
 from .generator import OneStepGenerator  # noqa: F401
 from .icmsr import ICMSR  # noqa: F401
 from .losses import LPIPSLoss  # noqa: F401
+from . import prompt_extractors  # noqa: F401  (RAMTagger, HFCaptioner; heavy imports lazy)
 from .regularizer import VSDRegularizer  # noqa: F401
 from .text import PromptEncoder  # noqa: F401
 from .tiny import icmsr_model_config, tiny_icmsr_config  # noqa: F401
