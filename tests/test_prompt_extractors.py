@@ -11,6 +11,7 @@ OSEDiff's copy with ``ram.models.ram_lora.ram(pretrained, pretrained_condition)`
 ``save_pretrained`` and compared with transformers itself.
 """
 import importlib.util
+import json
 import os
 import sys
 import textwrap
@@ -227,3 +228,68 @@ def test_build_prompt_extractor_names_and_errors(tiny_blip):
         build_prompt_extractor('ConditionExtractor')  # registered, but not an extractor
     assert {'HFCaptioner', 'RAMTagger'} <= set(registered_extractors())
     assert issubclass(RAMTagger, PromptExtractor) and issubclass(HFCaptioner, PromptExtractor)
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location(
+        'extract_prompts', os.path.join(ROOT, 'tools', 'extract_prompts.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def _image_folder(root):
+    rng = np.random.default_rng(0)
+    (root / 'sub').mkdir(parents=True)
+    for rel in ('a.png', 'b.jpg', 'sub/c.png'):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(root / rel)
+    (root / 'broken.png').write_bytes(b'not an image')
+    return root
+
+
+def test_extract_prompts_tool_writes_resumable_caption_files_the_datasets_read(tiny_blip,
+                                                                               tmp_path):
+    from icmsr.datasets import HQImageDataset
+    from icmsr.datasets.file_lists import load_captions
+    tool = _load_tool()
+    images = _image_folder(tmp_path / 'images')
+    cfg = tmp_path / 'blip_extractor.py'
+    cfg.write_text(f'extractor = dict(type="HFCaptioner", model={tiny_blip!r}, '
+                   'local_files_only=True)\n')
+    out = tmp_path / 'captions' / 'captions.json'
+    argv = ['--input', str(images), '--extractor', str(cfg), '--out', str(out), '--device',
+            'cpu', '--no-progress', '--save-every', '2']
+    with pytest.warns(UserWarning, match=r'skipping .*broken\.png'):
+        result = tool.main(argv)
+    assert result['skipped_bad'] == ['broken.png']
+    captions = load_captions(str(out))
+    assert sorted(captions) == ['a.png', 'b.jpg', 'sub/c.png']
+    # The captions are the captioner's own output for each image.
+    captioner = HFCaptioner(tiny_blip, local_files_only=True)
+    x = torch.from_numpy(np.array(Image.open(images / 'a.png'))).permute(2, 0, 1)[None] / 255
+    assert captions['a.png'] == captioner(x.float())[0]
+    assert not [p for p in os.listdir(out.parent) if p.endswith('.tmp')]
+
+    # Resumable: kept captions stay, only new images are captioned.
+    captions['a.png'] = 'kept'
+    out.write_text(json.dumps(captions))
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(images / 'd.png')
+    with pytest.warns(UserWarning, match='broken.png'):
+        again = tool.main(argv)
+    assert again['new'] == ['d.png']
+    assert load_captions(str(out))['a.png'] == 'kept'
+
+    # What the datasets read: relative paths as keys.
+    (images / 'broken.png').unlink()
+    ds = HQImageDataset(folders=[str(images)], caption_file=str(out), pipeline=[])
+    infos = [ds.get_data_info(i) for i in range(len(ds))]
+    prompts = {os.path.relpath(info['gt_path'], images): info['prompt'] for info in infos}
+    assert prompts == load_captions(str(out))
+
+    # The TAB format (any other extension), names in the same form.
+    tsv = tmp_path / 'captions.txt'
+    tool.main(['--input', str(images), '--extractor', str(cfg), '--out', str(tsv),
+               '--device', 'cpu', '--no-progress'])
+    lines = tsv.read_text().splitlines()
+    assert [line.split('\t')[0] for line in lines] == ['a.png', 'b.jpg', 'd.png', 'sub/c.png']
+    assert load_captions(str(tsv))['b.jpg'] == load_captions(str(out))['b.jpg']
