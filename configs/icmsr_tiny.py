@@ -60,6 +60,8 @@ model = dict(
     lpips=dict(_delete_=True, net='squeeze', backbone_weights=None),
     # Blur kernels that fit the smallest intermediate image of a 64 px crop.
     data_preprocessor=dict(degradation=dict(kernel_sizes=(7, 9, 11))),
+    # No tagger weights offline: empty prompts, said explicitly.
+    text=dict(_delete_=True, source='empty'),
 )
 
 train_pipeline = [

@@ -8,4 +8,7 @@ model = dict(
     adapter=None,
     adapter_weights=None,
     regularizer=dict(adapter_scale=0.0),
+    # The fake score OSEDiff's code effectively trains: only the mid-block LoRA is active
+    # (its last add_adapter call); see the fidelity ledger in docs/model.md.
+    aux_diffusion=dict(lora_preset='osediff_effective'),
     data_preprocessor=dict(condition=None))

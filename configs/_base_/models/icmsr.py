@@ -31,9 +31,15 @@ model = dict(
     # adapter_scale: Table 4 (0 = text-only OSEDiff, 0.5, 1.0 = ours).
     regularizer=dict(cfg_scale=7.5, t_range=(20, 980), adapter_scale=1.0),
     # use_adapter: Table 5 (False = ours; True = eps_psi also sees A(F_c)).
-    aux_diffusion=dict(lora_rank=lora_rank, t_range=(0, 1000), use_adapter=False),
-    # Prompts from the datasets' captions ('' when there are none).
-    text=dict(source='caption'),
+    # lora_preset 'osediff': OSEDiff's LoRA selection rule (conv_in included);
+    # noise_source 'own': fresh t' and noise as OSEDiff ('regularizer': Algorithm 1).
+    aux_diffusion=dict(lora_rank=lora_rank, t_range=(0, 1000), use_adapter=False,
+                       lora_preset='osediff', noise_source='own'),
+    # Prompts as OSEDiff: RAM tags of each GT crop in training, DAPE tags of the LQ at test.
+    # Weights: ICMSR_RAM=/weights/ram_swin_large_14m.pth, ICMSR_DAPE=/weights/DAPE.pth (the
+    # build stops naming them when absent); the `ram` package installs from its repository.
+    text=dict(source='extractor', extractor=dict(type='RAMTagger', variant='ram'), image='gt',
+              test_extractor=dict(type='RAMTagger', variant='dape'), test_image='lq'),
     # OSEDiff's training LPIPS (VGG); the ImageNet backbone must be present.
     lpips=dict(net='vgg', require_backbone=True),
     loss_weights=dict(l2=1.0, lpips=2.0, reg=1.0),
@@ -42,7 +48,8 @@ model = dict(
         # Real-ESRGAN second-order degradation, x4, on the batch's device.
         # resize_back: the LQ goes back to the GT size with a random mode, as OSEDiff trains.
         degradation=dict(type='RealESRGANDegradation', scale=4, resize_back=True),
-        # F_c: 8x8 colormap (nearest back up) and Canny (100, 200) of the HQ image.
+        # F_c of the HQ image as TencentARC trained the adapters: cv2 bicubic colormap on an
+        # H//64 x W//64 grid (8x8 at 512 px), nearest back up; Canny (100, 200) on the colour image.
         condition=dict(type='ConditionExtractor', mode='multi')),
 )
 
