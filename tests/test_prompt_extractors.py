@@ -130,11 +130,33 @@ def test_ram_tagger_builds_the_package_model_and_tags_each_image(standin_ram, we
     assert ram.models.CALLS == [('ram', weights, dict(image_size=384, vit='swin_l'))]
     model = tagger.model
     assert not model.training and not model.weight.requires_grad
-    # Chunks of batch_size, each resized to 384x384 and normalised as get_transform does.
+    # Chunks of batch_size, each resized to 384x384 and normalised (ImageNet statistics).
     assert [tuple(x.shape) for x in model.inputs] == [(2, 3, 384, 384), (1, 3, 384, 384)]
-    pil = Image.fromarray((_batch()[1].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-    ref = ram.get_transform(384)(pil)
-    assert torch.allclose(model.inputs[0][1], ref, atol=0.02)
+    assert torch.allclose(model.inputs[0][1], ram.get_transform(384)(_pil(_batch()[1])),
+                          atol=1e-5)
+
+
+def test_ram_preprocessing_is_osedifffs_tensor_resize(standin_ram, weights):
+    import torchvision.transforms as T
+    ram = standin_ram()
+    g = torch.Generator().manual_seed(0)
+    image = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 96, 128, generator=g), 3, 1, 1)
+    tagger = RAMTagger('ram', weights=weights)
+    tagger(image)
+    # OSEDiff: Resize((384, 384)) then Normalize on the [0, 1] tensor; torchvision 0.15
+    # (its pin) does not antialias tensors.
+    osediff = T.Compose([T.Resize((384, 384), antialias=False),
+                         T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+    assert torch.allclose(tagger.model.inputs[0], osediff(image), atol=1e-5)
+    # antialias=True follows RAM's own PIL transform (8-bit rounding apart).
+    smooth = RAMTagger('ram', weights=weights, antialias=True)
+    smooth(image)
+    ref = ram.get_transform(384)(_pil(image[0]))
+    assert (smooth.model.inputs[0][0] - ref).abs().mean() < 0.02
+
+
+def _pil(x):
+    return Image.fromarray((x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
     # The package's single-image entry point gives the same tags (' | ' joined).
     tags, _ = ram.inference_ram(model.inputs[0][:1], model)
     assert tags.replace(' | ', ', ') == prompts[0]

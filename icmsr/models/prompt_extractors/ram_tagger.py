@@ -48,9 +48,10 @@ _STD = (0.229, 0.224, 0.225)
 class RAMTagger(PromptExtractor):
     """Image tags ("cat, grass, sky") from RAM, RAM++ or DAPE, one string per image.
 
-    Preprocessing is OSEDiff's: bilinear antialiased resize of the ``[0, 1]``
-    batch to ``image_size`` squared, ImageNet normalisation (RAM's ``get_transform``
-    does the same on PIL images), half precision on CUDA. Tags come from the
+    Preprocessing is OSEDiff's: bilinear resize of the ``[0, 1]`` batch to
+    ``image_size`` squared without antialiasing (torchvision's ``Resize`` on tensors
+    in the torchvision 0.15 OSEDiff pins), ImageNet normalisation, half precision on
+    CUDA. ``antialias=True`` is closer to RAM's own ``get_transform`` (PIL resize). Tags come from the
     model's ``generate_tag`` (what ``ram.inference_ram`` wraps; it returns only
     the first image of a batch) and are joined with ``separator`` (OSEDiff's copy
     of RAM joins with ``', '``, the upstream package with ``' | '``).
@@ -65,13 +66,14 @@ class RAMTagger(PromptExtractor):
         vit: RAM's backbone name (``'swin_l'``).
         separator: text between tags.
         half: run in float16 on CUDA (OSEDiff does); float32 on CPU always.
+        antialias: antialiased resize (False: OSEDiff's).
         batch_size: most images per forward pass.
     """
 
     def __init__(self, variant: str = 'ram', weights: Optional[str] = None,
                  condition_weights: Optional[str] = None, image_size: int = 384,
                  vit: str = 'swin_l', separator: str = ', ', half: bool = True,
-                 batch_size: int = 8) -> None:
+                 antialias: bool = False, batch_size: int = 8) -> None:
         super().__init__(batch_size)
         if variant not in VARIANTS:
             raise ValueError(f'RAMTagger variant must be one of {sorted(VARIANTS)}, got {variant!r}.')
@@ -94,6 +96,7 @@ class RAMTagger(PromptExtractor):
         self.vit = vit
         self.separator = separator
         self.half = half
+        self.antialias = antialias
 
     def _factory(self) -> Any:
         """Import the ``ram`` package lazily; say how to install it when absent."""
@@ -129,7 +132,7 @@ class RAMTagger(PromptExtractor):
             RAM's input batch.
         """
         x = F.interpolate(images, size=(self.image_size, self.image_size), mode='bilinear',
-                          align_corners=False, antialias=True)
+                          align_corners=False, antialias=self.antialias)
         mean = torch.tensor(_MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(_STD, device=x.device).view(1, 3, 1, 1)
         return ((x - mean) / std).to(getattr(self, 'dtype', torch.float32))
