@@ -67,7 +67,8 @@ class PromptEncoder(nn.Module):
                              "image='gt').")
         if source != 'extractor' and (extractor is not None or test_extractor is not None):
             raise ValueError(f"PromptEncoder: extractor is set but source={source!r}; use "
-                             "source='extractor'.")
+                             "source='extractor', or replace the inherited text settings with "
+                             f"text=dict(_delete_=True, source={source!r}).")
         self.extractor = self.test_extractor = None
         if source == 'extractor':
             from .prompt_extractors import build_prompt_extractor
