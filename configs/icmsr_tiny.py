@@ -49,14 +49,18 @@ model = dict(
     # The random frozen weights are drawn from this seed, so every build of this config
     # (training, tools/test.py, tools/infer.py) has the base its LoRA was trained on.
     base_seed=0,
+    # The paper's 8x8 colormap grid (TencentARC's H//64 grid would be 1x1 on 64 px crops).
     condition=dict(adapters=[dict(type='SDT2IAdapter', from_config=tiny_adapter_color),
-                             dict(type='SDT2IAdapter', from_config=tiny_adapter_canny)]),
+                             dict(type='SDT2IAdapter', from_config=tiny_adapter_canny)],
+                   extractor=dict(colormap_size=(8, 8))),
     # The LPIPS term stays, on SqueezeNet (its calibrated heads ship with the lpips
     # wheel) with a random backbone on purpose: no ImageNet weights offline, and
     # building VGG16 alone would take longer than the tiny UNet's training step.
     lpips=dict(_delete_=True, net='squeeze', backbone_weights=None),
     # Blur kernels that fit the smallest intermediate image of a 64 px crop.
     degradation=dict(kernel_sizes=(7, 9, 11)),
+    # No tagger weights offline: empty prompts, said explicitly.
+    text=dict(_delete_=True, source='empty'),
 )
 
 train_pipeline = [

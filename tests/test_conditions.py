@@ -25,21 +25,95 @@ def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255
 
 
-def _realsr_images(n: int = 2):
+def _realsr_images(n: int = 2, required: bool = True):
     paths = sorted(glob.glob(os.path.join(REALSR_HR, '*.png')))[:n]
-    if not paths:
+    if not paths and required:
         pytest.skip(f'{REALSR_HR} not found (real test data)')
     return [cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in paths]
 
 
+def _tencentarc_colormap(rgb: np.ndarray) -> np.ndarray:
+    """TencentARC's AddSpatialPalette (ldm/data/utils.py), with cv2 itself."""
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    h, w = bgr.shape[:2]
+    color = cv2.resize(bgr, (w // 64, h // 64), interpolation=cv2.INTER_CUBIC)
+    color = cv2.resize(color, (w, h), interpolation=cv2.INTER_NEAREST)
+    return cv2.cvtColor(color, cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture
+def opencv_own_kernel():
+    """Run cv2 without Intel IPP: OpenCV's own INTER_CUBIC kernel, the one reproduced."""
+    was = cv2.ipp.useIPP()
+    cv2.ipp.setUseIPP(False)
+    yield
+    cv2.ipp.setUseIPP(was)
+
+
+def _images():
+    # 512x512, 300x451 (grid 4x7: W//64 and H//64 differ), 400x600, and RealSR's
+    # first HR images when present (test_realsr_data_is_present says when not).
+    skimage = [_skimage('astronaut'), _skimage('chelsea'), _skimage('coffee')]
+    return skimage + _realsr_images(3, required=False)
+
+
+def test_realsr_data_is_present():
+    assert len(_realsr_images(3)) == 3
+
+
+def test_default_colormap_is_tencentarcs_cv2_recipe(opencv_own_kernel):
+    extractor = ConditionExtractor('colormap')
+    assert extractor.recipe == 'tencentarc'
+    for rgb in _images():
+        h, w = rgb.shape[:2]
+        ref = _tencentarc_colormap(rgb)
+        out = extractor(_to_tensor(rgb))
+        assert out.shape == (1, 3, h, w) and out.dtype == torch.float32
+        # OpenCV's own kernel is reproduced bit for bit (fixed-point horizontal pass,
+        # float32 vertical pass, scalar tail): no tolerance.
+        assert torch.equal(out[0], _to_tensor(ref)[0]), rgb.shape
+        assert len(out[0].reshape(3, -1).T.unique(dim=0)) <= (h // 64) * (w // 64)
+
+
+def test_default_colormap_within_one_level_of_cv2_with_ipp():
+    """cv2 builds with Intel IPP (opencv-python 5 uses it by default) round on their own."""
+    if not cv2.ipp.useIPP():
+        pytest.skip('this cv2 runs without IPP: the exact test covers it')
+    for rgb in _images():
+        ref = _to_tensor(_tencentarc_colormap(rgb))
+        diff = (ConditionExtractor('colormap')(_to_tensor(rgb)) - ref).abs()
+        assert diff.max() <= 1 / 255 + 1e-7
+        assert (diff > 0).float().mean() < 0.1
+
+
+def test_batched_colormap_on_random_sizes_and_batches(opencv_own_kernel):
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        h, w = (int(v) for v in rng.integers(64, 400, 2))
+        batch = rng.integers(0, 256, (3, h, w, 3), dtype=np.uint8)
+        out = ConditionExtractor('colormap')(
+            torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255)
+        for i in range(3):
+            assert torch.equal(out[i], _to_tensor(_tencentarc_colormap(batch[i]))[0])
+
+
+def test_colormap_grid_follows_image_size_and_rejects_tiny_images():
+    extractor = ConditionExtractor('colormap')
+    assert extractor.grid_size(512, 512) == (8, 8)
+    assert extractor.grid_size(300, 451) == (4, 7)
+    assert ConditionExtractor('colormap', colormap_size=(2, 3)).grid_size(512, 512) == (2, 3)
+    with pytest.raises(ValueError, match='colormap_size'):
+        extractor(torch.rand(1, 3, 48, 128))
+
+
 @pytest.mark.parametrize('name', ['astronaut', 'chelsea'])  # 512x512 and 300x451
-def test_colormap_matches_pil_bicubic_then_nearest(name):
+def test_antialiased8_recipe_matches_pil_bicubic_then_nearest(name):
     rgb = _skimage(name)
     h, w = rgb.shape[:2]
-    # T2I-Adapter's colormap: PIL bicubic down, PIL nearest back up.
+    # The toolkit's earlier colormap: PIL bicubic (antialiased) to 8x8, nearest back up.
     small = Image.fromarray(rgb).resize((8, 8), Image.BICUBIC)
     ref = np.asarray(small.resize((w, h), Image.NEAREST)).astype(np.float32) / 255
-    out = ConditionExtractor('colormap')(_to_tensor(rgb))
+    out = ConditionExtractor('colormap', recipe='antialiased8')(_to_tensor(rgb))
     assert out.shape == (1, 3, h, w) and out.dtype == torch.float32
     assert out.min() >= 0 and out.max() <= 1
     diff = np.abs(out[0].permute(1, 2, 0).numpy() - ref)
@@ -59,32 +133,44 @@ def test_colormap_area_matches_cv2_inter_area_and_custom_size():
     assert np.abs(out[0].permute(1, 2, 0).numpy() - ref).max() < 1e-4
 
 
-def test_canny_matches_opencv_on_real_images():
-    images = [_skimage('astronaut')] + _realsr_images(2)
+def test_default_canny_is_tencentarcs_colour_canny():
     extractor = ConditionExtractor('canny')
-    for rgb in images:
-        ref = cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 100, 200)
+    for rgb in _images():
+        # TencentARC's AddCannyFreezeThreshold: cv2.Canny(BGR image, 100, 200).
+        ref = cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 100, 200)
         out = extractor(_to_tensor(rgb))
         assert out.shape == (1, 1, *rgb.shape[:2]) and out.dtype == torch.float32
         assert set(out.unique().tolist()) <= {0.0, 1.0}
         assert torch.equal(out[0, 0], torch.from_numpy(ref).float() / 255)
         assert 0.005 < out.mean() < 0.3, 'implausible edge density'
-    # The test can tell channel orders apart: BGR gray gives other edges.
-    rgb = images[0]
+    # The test can tell channel orders apart: colour Canny on RGB breaks ties otherwise.
+    rgb = _images()[0]
+    assert not np.array_equal(cv2.Canny(rgb, 100, 200),
+                              cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 100, 200))
+    out_rgb = ConditionExtractor('canny', canny_input='rgb')(_to_tensor(rgb))
+    assert torch.equal(out_rgb[0, 0], torch.from_numpy(cv2.Canny(rgb, 100, 200)).float() / 255)
+
+
+def test_gray_canny_option_matches_opencv():
+    extractor = ConditionExtractor('canny', recipe='antialiased8')
+    assert extractor.canny_input == 'gray'
+    for rgb in [_skimage('astronaut')] + _realsr_images(2):
+        ref = cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 100, 200)
+        assert torch.equal(extractor(_to_tensor(rgb))[0, 0], torch.from_numpy(ref).float() / 255)
+    rgb = _skimage('astronaut')
     bgr_edges = cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_BGR2GRAY), 100, 200)
     assert not np.array_equal(bgr_edges, cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 100, 200))
 
 
-def test_canny_thresholds_colour_input_and_rounding():
+def test_canny_thresholds_and_rounding():
     rgb = _skimage('astronaut')
     x = _to_tensor(rgb) + 0.4 / 255  # rounding must recover the 8-bit image
     ref_lo = cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 50, 100)
-    out_lo = ConditionExtractor('canny', canny_low=50, canny_high=100)(x)
+    out_lo = ConditionExtractor('canny', canny_low=50, canny_high=100, canny_input='gray')(x)
     assert torch.equal(out_lo[0, 0], torch.from_numpy(ref_lo).float() / 255)
-    assert out_lo.mean() > ConditionExtractor('canny')(x).mean()
-    ref_col = cv2.Canny(rgb, 100, 200)
-    out_col = ConditionExtractor('canny', canny_input='color')(x)
-    assert torch.equal(out_col[0, 0], torch.from_numpy(ref_col).float() / 255)
+    assert out_lo.mean() > ConditionExtractor('canny', canny_input='gray')(x).mean()
+    ref_col = cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 100, 200)
+    assert torch.equal(ConditionExtractor('canny')(x)[0, 0], torch.from_numpy(ref_col).float() / 255)
 
 
 def test_multi_is_colormap_then_canny_for_a_batch():
@@ -98,7 +184,7 @@ def test_multi_is_colormap_then_canny_for_a_batch():
     assert torch.equal(color, ConditionExtractor('colormap')(hq))
     assert torch.equal(edges, ConditionExtractor('canny')(hq))
     flipped = np.ascontiguousarray(rgb[:, ::-1])
-    ref = cv2.Canny(cv2.cvtColor(flipped, cv2.COLOR_RGB2GRAY), 100, 200)
+    ref = cv2.Canny(cv2.cvtColor(flipped, cv2.COLOR_RGB2BGR), 100, 200)
     assert torch.equal(edges[1, 0], torch.from_numpy(ref).float() / 255)
     assert not torch.equal(edges[0], edges[1]), 'images of a batch must be processed separately'
 
@@ -123,6 +209,10 @@ def test_lq_mode_resizes_like_cv2_bicubic_and_requires_lq():
 def test_clear_errors():
     with pytest.raises(ValueError, match='mode must be one of'):
         ConditionExtractor('depth')
+    with pytest.raises(ValueError, match='recipe must be one of'):
+        ConditionExtractor('multi', recipe='pil')
+    with pytest.raises(ValueError, match='canny_input must be one of'):
+        ConditionExtractor('multi', canny_input='bgr')
     with pytest.raises(ValueError, match=r'\(B, 3, H, W\)'):
         ConditionExtractor('colormap')(torch.rand(3, 64, 64))
     with pytest.raises(TypeError, match='float'):

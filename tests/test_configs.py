@@ -80,7 +80,8 @@ def _load(name, data_dirs, monkeypatch):
 def _tiny_model_cfg(cfg, tiny):
     """Swap the pretrained SD and adapter parts of ``cfg.model`` for the tiny ones."""
     model = copy.deepcopy(cfg.model.to_dict())
-    for key in ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler', 'lpips'):
+    # 'text': the tiny run's explicit empty prompts instead of the RAM/DAPE taggers.
+    for key in ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler', 'lpips', 'text'):
         model[key] = copy.deepcopy(tiny.model[key].to_dict())
     by_id = {cfg.adapter_color.from_pretrained: tiny.tiny_adapter_color,
              cfg.adapter_canny.from_pretrained: tiny.tiny_adapter_canny}
@@ -175,19 +176,39 @@ def test_tiny_config_keeps_the_paper_model_settings(data_dirs, monkeypatch):
     tiny = _load('icmsr_tiny.py', data_dirs, monkeypatch)
     assert tiny.model.base_seed == 0  # the random base is reproducible from the config
     paper = _load('icmsr_multi.py', data_dirs, monkeypatch)
-    for key in ('generator', 'regularizer', 'aux_diffusion', 'loss_weights', 'text', 'test_cfg'):
+    for key in ('generator', 'regularizer', 'aux_diffusion', 'loss_weights', 'test_cfg'):
         assert tiny.model[key] == paper.model[key], key
     assert tiny.model.condition.kind == paper.model.condition.kind
     assert tiny.model.condition.weights == paper.model.condition.weights
+    # Prompts: the paper's taggers need weights; the tiny run says 'empty' explicitly.
+    assert tiny.model.text == dict(source='empty')
 
 
 def test_ablations_are_the_minimal_difference(data_dirs, monkeypatch):
     """Each paper row changes only the model entries its table varies."""
     base = _load('icmsr_multi.py', data_dirs, monkeypatch).model.to_dict()
     varies = {'icmsr_color.py': {'condition'}, 'icmsr_canny.py': {'condition'},
-              'icmsr_lq.py': {'condition'}, 'osediff.py': {'condition'},
+              'icmsr_lq.py': {'condition'}, 'osediff.py': {'condition', 'aux_diffusion'},
               'icmsr_multi_scale0.5.py': {'condition'},
               'icmsr_multi_aux-adapter.py': {'aux_diffusion'}}
     for name, keys in varies.items():
         model = _load(name, data_dirs, monkeypatch).model.to_dict()
         assert {k for k in base if model.get(k) != base[k]} == keys, name
+
+
+@pytest.mark.parametrize('name', PAPER_CONFIGS)
+def test_paper_configs_prompt_with_ram_and_dape_and_stop_without_weights(name, data_dirs,
+                                                                          monkeypatch):
+    cfg = _load(name, data_dirs, monkeypatch)
+    tiny = _load('icmsr_tiny.py', data_dirs, monkeypatch)
+    text = cfg.model.text
+    assert (text.source, text.image, text.test_image) == ('extractor', 'gt', 'lq')
+    assert (text.extractor.variant, text.test_extractor.variant) == ('ram', 'dape')
+    expected = 'osediff_effective' if name == 'osediff.py' else 'osediff'
+    assert cfg.model.aux_diffusion.lora_preset == expected
+    model_cfg = _tiny_model_cfg(cfg, tiny)
+    model_cfg['text'] = cfg.model.text.to_dict()
+    for var in ('ICMSR_RAM', 'ICMSR_DAPE'):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(FileNotFoundError, match=r'ICMSR_RAM=.*ram_swin_large_14m'):
+        MODELS.build(model_cfg)

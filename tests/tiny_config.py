@@ -36,7 +36,8 @@ def tiny_condition(kind: Optional[str]) -> Optional[Dict[str, Any]]:
     adapters = dict(multi=['color', 'canny'], colormap=['color'], lq=['color'],
                     canny=['canny'])[kind]
     return dict(kind=kind, adapters=[tiny_adapter(a) for a in adapters],
-                weights=[1.0, 1.0] if kind == 'multi' else None, scale=1.0)
+                weights=[1.0, 1.0] if kind == 'multi' else None, scale=1.0,
+                extractor=_tiny().model.condition.extractor.to_dict())
 
 
 def tiny_model_cfg(condition: Optional[str] = 'multi', **overrides: Any) -> Dict[str, Any]:

@@ -7,6 +7,7 @@ from .generator import OneStepGenerator  # noqa: F401
 from .icmsr import ICMSR  # noqa: F401
 from .losses import LPIPSLoss  # noqa: F401
 from .one_step_sr import OneStepSR  # noqa: F401
+from . import prompt_extractors  # noqa: F401  (RAMTagger, HFCaptioner; heavy imports lazy)
 from .regularizer import VSDRegularizer  # noqa: F401
 from .teacher_condition import TeacherCondition  # noqa: F401
 from .text import PromptEncoder  # noqa: F401

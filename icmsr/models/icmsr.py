@@ -179,8 +179,9 @@ class ICMSR(OneStepSR):
             losses = dict(loss_l2=F.mse_loss(x_hat, gt) * w['l2'])
             if self.lpips is not None:
                 losses['loss_lpips'] = self.lpips(x_hat, gt).mean() * w['lpips']
+            reg_info = None
             if w['reg'] > 0:
-                loss_reg, _ = self.regularizer(z0, embeds, negative, feats)
+                loss_reg, reg_info = self.regularizer(z0, embeds, negative, feats)
                 losses['loss_reg'] = loss_reg * w['reg']
         loss_g, log_vars = self.parse_losses(losses)
         # The generator role must be active again if checkpointing recomputes forwards.
@@ -189,7 +190,8 @@ class ICMSR(OneStepSR):
 
         aux_ow = optim_wrapper['aux_diffusion']
         with aux_ow.optim_context(self.aux_diffusion):
-            loss_aux = self.aux_diffusion(z0.detach(), embeds, feats) * w['aux']
+            # reg_info: Algorithm 1's variant reuses the regulariser's t, noise and z_t.
+            loss_aux = self.aux_diffusion(z0.detach(), embeds, feats, reg_info=reg_info) * w['aux']
         loss_a, log_a = self.parse_losses(dict(loss_aux=loss_aux))
         with self.roles.use(AUX_ROLE):
             aux_ow.update_params(loss_a)

@@ -299,9 +299,10 @@ class OneStepSR(BaseModel):
     def _sr_batch(self, inputs: Dict[str, Any], data_samples: Optional[Sequence[Any]]) -> torch.Tensor:
         """Super-resolve a preprocessed batch at its GT size (``scale`` times the LQ without GT)."""
         lq, gt = inputs['lq'], inputs.get('gt')
-        embeds = self.text(data_samples, len(lq), images=dict(gt=gt, lq=lq))
-        return self.super_resolve(lq, prompt_embeds=embeds,
-                                  output_size=None if gt is None else gt.shape[-2:])
+        size = (lq.shape[-2] * self.scale, lq.shape[-1] * self.scale) if gt is None else gt.shape[-2:]
+        # Prompt extractors see the LQ at the output size (as OSEDiff tags it), never the GT.
+        embeds = self.text(data_samples, len(lq), images=dict(gt=None, lq=resize_to(lq, size)))
+        return self.super_resolve(lq, prompt_embeds=embeds, output_size=size)
 
     def _predict(self, inputs: Dict[str, Any],
                  data_samples: Optional[List[Any]]) -> List[SRDataSample]:

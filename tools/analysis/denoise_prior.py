@@ -56,8 +56,12 @@ class DenoisePrior:
         self.unet = build(dict(model_cfg['unet'])).to(device).eval()
         self.vae = build(dict(model_cfg['vae'])).to(device).eval()
         sched = build(dict(model_cfg['scheduler']))
-        text_cfg = dict(model_cfg.get('text') or {}, type='PromptEncoder',
-                        text_encoder=model_cfg['text_encoder'], tokenizer=model_cfg['tokenizer'])
+        # Only the negative prompt matters here (prompts come from --prompt): no tagger.
+        negative = (model_cfg.get('text') or {}).get('negative_prompt')
+        text_cfg = dict(type='PromptEncoder', source='empty', text_encoder=model_cfg['text_encoder'],
+                        tokenizer=model_cfg['tokenizer'])
+        if negative is not None:
+            text_cfg['negative_prompt'] = negative
         self.text = build(text_cfg).to(device)
         reg_cfg = dict(model_cfg.get('regularizer') or {})
         scale = float(reg_cfg.get('cfg_scale', 7.5) if cfg_scale is None else cfg_scale)

@@ -36,7 +36,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--seed', type=int, default=0, help='degradation seed (image i uses seed + i)')
     p.add_argument('--canny-low', type=float, default=100)
     p.add_argument('--canny-high', type=float, default=200)
-    p.add_argument('--colormap-resize', choices=('bicubic', 'area'), default='bicubic')
+    p.add_argument('--colormap-resize', choices=('cv2_bicubic', 'bicubic', 'area'),
+                   default='cv2_bicubic')
     return p.parse_args(argv)
 
 

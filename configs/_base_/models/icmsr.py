@@ -24,9 +24,13 @@ model = dict(
     scheduler=dict(type='SDScheduler', from_pretrained=sd14, subfolder='scheduler'),
     scale=4,
     generator=dict(lora_rank=lora_rank, timestep=999),
-    # Prompts from the datasets' captions ('' when there are none).
-    text=dict(source='caption'),
-    # Inference (val/test/infer): 512 px tiles; no colour correction in the paper's tables.
+    # Prompts as OSEDiff: RAM tags of each GT crop in training, DAPE tags of the LQ at test.
+    # Weights: ICMSR_RAM=/weights/ram_swin_large_14m.pth, ICMSR_DAPE=/weights/DAPE.pth (the
+    # build stops naming them when absent); the `ram` package installs from its repository.
+    text=dict(source='extractor', extractor=dict(type='RAMTagger', variant='ram'), image='gt',
+              test_extractor=dict(type='RAMTagger', variant='dape'), test_image='lq'),
+    # Inference (val/test/infer): 512 px tiles; no colour correction in the paper's tables
+    # (OSEDiff's test script defaults to 'adain').
     test_cfg=dict(tile_size=512, tile_overlap=64, vae_tile_size=512, vae_overlap=64,
                   color_fix='none'),
     # Real-ESRGAN second-order degradation, x4, on the batch's device.
@@ -34,11 +38,16 @@ model = dict(
     degradation=dict(type='RealESRGANDegradation', scale=4, resize_back=True),
     # The teacher's structural condition F_c (Table 2): what the extractor computes and the
     # adapters it feeds, in MultiAdapter order [colormap, canny]; scale: Table 4 (0.5, 1.0).
+    # The extractor makes F_c as TencentARC trained the adapters: cv2 bicubic colormap on an
+    # H//64 x W//64 grid (8x8 at 512 px), nearest back up; Canny (100, 200) on the colour image.
     condition=dict(kind='multi', adapters=[adapter_color, adapter_canny], weights=[1.0, 1.0],
                    scale=1.0),
     regularizer=dict(type='VSDRegularizer', cfg_scale=7.5, t_range=(20, 980)),
     # use_adapter: Table 5 (False = ours; True = eps_psi also sees A(F_c)).
-    aux_diffusion=dict(lora_rank=lora_rank, t_range=(0, 1000), use_adapter=False),
+    # lora_preset 'osediff': OSEDiff's LoRA selection rule (conv_in included);
+    # noise_source 'own': fresh t' and noise as OSEDiff ('regularizer': Algorithm 1).
+    aux_diffusion=dict(lora_rank=lora_rank, t_range=(0, 1000), use_adapter=False,
+                       lora_preset='osediff', noise_source='own'),
     # OSEDiff's training LPIPS (VGG); the ImageNet backbone must be present.
     lpips=dict(net='vgg', require_backbone=True),
     loss_weights=dict(l2=1.0, lpips=2.0, reg=1.0),

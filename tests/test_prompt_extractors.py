@@ -1,0 +1,317 @@
+"""Prompt extractors (RAMTagger, HFCaptioner) and the online prompt source of PromptEncoder.
+
+RAMTagger is tested against a STAND-IN for the Recognize Anything package (``ram``
+is not on PyPI and its weights are 1.5 GB): a tiny module written below that mimics
+the package's inference API - ``ram.models.ram`` / ``ram.models.ram_plus``
+(``pretrained``, ``image_size``, ``vit``), ``model.generate_tag`` returning
+``(tags, tags_chinese)`` joined with ``' | '``, ``ram.inference_ram`` (first image
+only), ``ram.get_transform`` (PIL resize, ToTensor, ImageNet normalisation) - and
+OSEDiff's copy with ``ram.models.ram_lora.ram(pretrained, pretrained_condition)``
+(tags joined with ``', '``). HFCaptioner is tested with a tiny random BLIP saved with
+``save_pretrained`` and compared with transformers itself.
+"""
+import importlib.util
+import json
+import os
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import icmsr  # noqa: F401
+from icmsr.models.prompt_extractors import (HFCaptioner, PromptExtractor, RAMTagger,
+                                            build_prompt_extractor, registered_extractors)
+from icmsr.registry import MODELS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+STANDIN_MODEL = '''
+import torch, torch.nn as nn
+CALLS = []
+
+class StandInRAM(nn.Module):
+    """Tags from image statistics: 'bright'/'dark' by mean, 'red' when R > B."""
+    def __init__(self, joiner, **kwargs):
+        super().__init__()
+        self.joiner, self.kwargs, self.inputs = joiner, kwargs, []
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def generate_tag(self, image, threshold=0.68, tag_input=None):
+        self.inputs.append(image.detach().clone())
+        tags = []
+        for x in image.float():
+            t = ['bright' if x.mean() > 0 else 'dark']
+            if x[0].mean() > x[2].mean():
+                t.append('red')
+            tags.append(self.joiner.join(t))
+        return tags, ['-'] * len(tags)
+'''
+
+
+def _write_standin(root, with_lora=False):
+    pkg = root / 'ram'
+    (pkg / 'models').mkdir(parents=True)
+    (pkg / '__init__.py').write_text(textwrap.dedent('''
+        from .inference import inference_ram
+        from .transform import get_transform
+    '''))
+    (pkg / 'inference.py').write_text(textwrap.dedent('''
+        import torch
+        def inference_ram(image, model):
+            with torch.no_grad():
+                tags, tags_chinese = model.generate_tag(image)
+            return tags[0], tags_chinese[0]
+    '''))
+    (pkg / 'transform.py').write_text(textwrap.dedent('''
+        from torchvision.transforms import Compose, Normalize, Resize, ToTensor
+        def get_transform(image_size=384):
+            return Compose([lambda im: im.convert('RGB'), Resize((image_size, image_size)),
+                            ToTensor(), Normalize(mean=[0.485, 0.456, 0.406],
+                                                  std=[0.229, 0.224, 0.225])])
+    '''))
+    (pkg / 'models' / 'standin.py').write_text(STANDIN_MODEL)
+    (pkg / 'models' / '__init__.py').write_text(textwrap.dedent('''
+        from .standin import CALLS, StandInRAM
+        def ram(pretrained='', **kwargs):
+            CALLS.append(('ram', pretrained, kwargs))
+            return StandInRAM(' | ', **kwargs)
+        def ram_plus(pretrained='', **kwargs):
+            CALLS.append(('ram_plus', pretrained, kwargs))
+            return StandInRAM(' | ', **kwargs)
+    '''))
+    if with_lora:
+        (pkg / 'models' / 'ram_lora.py').write_text(textwrap.dedent('''
+            from .standin import CALLS, StandInRAM
+            def ram(pretrained='', pretrained_condition='', **kwargs):
+                CALLS.append(('ram_lora', pretrained, dict(kwargs, condition=pretrained_condition)))
+                return StandInRAM(', ', **kwargs)
+        '''))
+
+
+@pytest.fixture
+def standin_ram(tmp_path, monkeypatch):
+    """Put the stand-in ``ram`` package on sys.path (and drop it afterwards)."""
+    def install(with_lora=False):
+        _write_standin(tmp_path / 'site', with_lora)
+        monkeypatch.syspath_prepend(str(tmp_path / 'site'))
+        importlib.invalidate_caches()
+        return importlib.import_module('ram')
+    yield install
+    for name in [m for m in sys.modules if m == 'ram' or m.startswith('ram.')]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def weights(tmp_path):
+    path = tmp_path / 'ram_swin_large_14m.pth'
+    path.write_bytes(b'stand-in')
+    return str(path)
+
+
+def _batch():
+    """Three 64x48 images: bright red, dark, bright blue."""
+    x = torch.full((3, 3, 48, 64), 0.2)
+    x[0, 0] = 0.9
+    x[0, 1:] = 0.6
+    x[2] = 0.7
+    x[2, 2] = 1.0
+    return x
+
+
+def test_ram_tagger_builds_the_package_model_and_tags_each_image(standin_ram, weights):
+    ram = standin_ram()
+    tagger = MODELS.build(dict(type='RAMTagger', weights=weights, batch_size=2))
+    prompts = tagger(_batch())
+    # Normalised image mean: > 0 for the two bright images; 'red' only for the first.
+    assert prompts == ['bright, red', 'dark', 'bright']
+    assert ram.models.CALLS == [('ram', weights, dict(image_size=384, vit='swin_l'))]
+    model = tagger.model
+    assert not model.training and not model.weight.requires_grad
+    # Chunks of batch_size, each resized to 384x384 and normalised (ImageNet statistics).
+    assert [tuple(x.shape) for x in model.inputs] == [(2, 3, 384, 384), (1, 3, 384, 384)]
+    assert torch.allclose(model.inputs[0][1], ram.get_transform(384)(_pil(_batch()[1])),
+                          atol=1e-5)
+
+
+def test_ram_preprocessing_is_osedifffs_tensor_resize(standin_ram, weights):
+    import torchvision.transforms as T
+    ram = standin_ram()
+    g = torch.Generator().manual_seed(0)
+    image = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 96, 128, generator=g), 3, 1, 1)
+    tagger = RAMTagger('ram', weights=weights)
+    tagger(image)
+    # OSEDiff: Resize((384, 384)) then Normalize on the [0, 1] tensor; torchvision 0.15
+    # (its pin) does not antialias tensors.
+    osediff = T.Compose([T.Resize((384, 384), antialias=False),
+                         T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+    assert torch.allclose(tagger.model.inputs[0], osediff(image), atol=1e-5)
+    # antialias=True follows RAM's own PIL transform (8-bit rounding apart).
+    smooth = RAMTagger('ram', weights=weights, antialias=True)
+    smooth(image)
+    ref = ram.get_transform(384)(_pil(image[0]))
+    assert (smooth.model.inputs[0][0] - ref).abs().mean() < 0.02
+
+
+def _pil(x):
+    return Image.fromarray((x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    # The package's single-image entry point gives the same tags (' | ' joined).
+    tags, _ = ram.inference_ram(model.inputs[0][:1], model)
+    assert tags.replace(' | ', ', ') == prompts[0]
+
+
+def test_ram_plus_and_dape_variants_and_weights_from_env(standin_ram, weights, tmp_path,
+                                                         monkeypatch):
+    ram = standin_ram(with_lora=True)
+    monkeypatch.setenv('ICMSR_RAM_PLUS', weights)
+    assert RAMTagger('ram_plus')(_batch()[:1]) == ['bright, red']
+    dape = tmp_path / 'DAPE.pth'
+    dape.write_bytes(b'stand-in')
+    monkeypatch.setenv('ICMSR_RAM', weights)
+    monkeypatch.setenv('ICMSR_DAPE', str(dape))
+    tagger = build_prompt_extractor('dape')
+    assert tagger(_batch()) == ['bright, red', 'dark', 'bright']
+    assert ram.models.CALLS[-1] == ('ram_lora', weights,
+                                    dict(image_size=384, vit='swin_l', condition=str(dape)))
+    assert [c[0] for c in ram.models.CALLS] == ['ram_plus', 'ram_lora']
+
+
+def test_ram_tagger_errors_name_the_env_var_download_and_install(standin_ram, weights,
+                                                                 monkeypatch):
+    monkeypatch.delenv('ICMSR_RAM', raising=False)
+    monkeypatch.delenv('ICMSR_DAPE', raising=False)
+    with pytest.raises(FileNotFoundError, match=r'ICMSR_RAM=.*huggingface\.co/.*ram_swin_large'):
+        RAMTagger('ram')
+    with pytest.raises(FileNotFoundError, match=r"'/nope\.pth'.*ICMSR_RAM"):
+        RAMTagger('ram', weights='/nope.pth')
+    with pytest.raises(FileNotFoundError, match='ICMSR_DAPE'):
+        RAMTagger('dape', weights=weights)
+    # Weights present, package absent: how to install it (it is not on PyPI).
+    assert importlib.util.find_spec('ram') is None
+    with pytest.raises(ImportError, match=r'pip install git\+https://github\.com/xinyu1205/'):
+        RAMTagger('ram', weights=weights)
+    standin_ram(with_lora=False)
+    monkeypatch.setenv('ICMSR_DAPE', weights)
+    tagger = RAMTagger('dape', weights=weights)
+    with pytest.raises(ImportError, match=r'ram\.models\.ram_lora.*OSEDiff'):
+        tagger(_batch())
+    with pytest.raises(ValueError, match=r'\(B, 3, H, W\)'):
+        RAMTagger('ram', weights=weights)(torch.rand(3, 8, 8))
+
+
+@pytest.fixture(scope='module')
+def tiny_blip(tmp_path_factory):
+    spec = importlib.util.spec_from_file_location(
+        'prompt_extraction', os.path.join(ROOT, 'tools', 'benchmarks', 'prompt_extraction.py'))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench.save_tiny_blip(str(tmp_path_factory.mktemp('tiny_blip')))
+
+
+def test_hf_captioner_matches_transformers_itself(tiny_blip):
+    from transformers import AutoProcessor, BlipForConditionalGeneration
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 3, 40, 56, generator=g)
+    images[1] *= 0.1
+    captioner = MODELS.build(dict(type='HFCaptioner', model=tiny_blip,
+                                             local_files_only=True, batch_size=2))
+    captions = captioner(images)
+    # Independent path: the saved folder through transformers' own classes.
+    processor = AutoProcessor.from_pretrained(tiny_blip)
+    model = BlipForConditionalGeneration.from_pretrained(tiny_blip).eval()
+    inputs = processor(images=list(images), return_tensors='pt', do_rescale=False)
+    with torch.no_grad():
+        ids = model.generate(**inputs, max_new_tokens=30)
+    ref = [t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True)]
+    assert captions == ref
+    assert all(isinstance(c, str) and c for c in captions)
+    assert type(captioner.model).__name__ == 'BlipForConditionalGeneration'
+    assert not any(p.requires_grad for p in captioner.model.parameters())
+    # Conditional captioning: the text prefix changes what is generated.
+    prefixed = HFCaptioner(tiny_blip, text='a photo of', local_files_only=True)(images[:1])
+    assert prefixed[0].startswith('a photo of')
+
+
+def test_hf_captioner_bad_model_says_which(tmp_path):
+    with pytest.raises(OSError, match='could not load'):
+        HFCaptioner(str(tmp_path / 'missing'), local_files_only=True)(torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match='hub id or a folder'):
+        HFCaptioner('')
+
+
+def test_build_prompt_extractor_names_and_errors(tiny_blip):
+    assert isinstance(build_prompt_extractor(dict(type='HFCaptioner', model=tiny_blip)),
+                      HFCaptioner)
+    with pytest.raises(KeyError, match='unknown prompt extractor'):
+        build_prompt_extractor('clip-interrogator')
+    with pytest.raises(KeyError, match='unknown prompt extractor'):
+        build_prompt_extractor('ConditionExtractor')  # registered, but not an extractor
+    assert {'HFCaptioner', 'RAMTagger'} <= set(registered_extractors())
+    assert issubclass(RAMTagger, PromptExtractor) and issubclass(HFCaptioner, PromptExtractor)
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location(
+        'extract_prompts', os.path.join(ROOT, 'tools', 'extract_prompts.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def _image_folder(root):
+    rng = np.random.default_rng(0)
+    (root / 'sub').mkdir(parents=True)
+    for rel in ('a.png', 'b.jpg', 'sub/c.png'):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(root / rel)
+    (root / 'broken.png').write_bytes(b'not an image')
+    return root
+
+
+def test_extract_prompts_tool_writes_resumable_caption_files_the_datasets_read(tiny_blip,
+                                                                               tmp_path):
+    from icmsr.datasets import HQImageDataset
+    from icmsr.datasets.file_lists import load_captions
+    tool = _load_tool()
+    images = _image_folder(tmp_path / 'images')
+    cfg = tmp_path / 'blip_extractor.py'
+    cfg.write_text(f'extractor = dict(type="HFCaptioner", model={tiny_blip!r}, '
+                   'local_files_only=True)\n')
+    out = tmp_path / 'captions' / 'captions.json'
+    argv = ['--input', str(images), '--extractor', str(cfg), '--out', str(out), '--device',
+            'cpu', '--no-progress', '--save-every', '2']
+    with pytest.warns(UserWarning, match=r'skipping .*broken\.png'):
+        result = tool.main(argv)
+    assert result['skipped_bad'] == ['broken.png']
+    captions = load_captions(str(out))
+    assert sorted(captions) == ['a.png', 'b.jpg', 'sub/c.png']
+    # The captions are the captioner's own output for each image.
+    captioner = HFCaptioner(tiny_blip, local_files_only=True)
+    x = torch.from_numpy(np.array(Image.open(images / 'a.png'))).permute(2, 0, 1)[None] / 255
+    assert captions['a.png'] == captioner(x.float())[0]
+    assert not [p for p in os.listdir(out.parent) if p.endswith('.tmp')]
+
+    # Resumable: kept captions stay, only new images are captioned.
+    captions['a.png'] = 'kept'
+    out.write_text(json.dumps(captions))
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(images / 'd.png')
+    with pytest.warns(UserWarning, match='broken.png'):
+        again = tool.main(argv)
+    assert again['new'] == ['d.png']
+    assert load_captions(str(out))['a.png'] == 'kept'
+
+    # What the datasets read: relative paths as keys.
+    (images / 'broken.png').unlink()
+    ds = HQImageDataset(folders=[str(images)], caption_file=str(out), pipeline=[])
+    infos = [ds.get_data_info(i) for i in range(len(ds))]
+    prompts = {os.path.relpath(info['gt_path'], images): info['prompt'] for info in infos}
+    assert prompts == load_captions(str(out))
+
+    # The TAB format (any other extension), names in the same form.
+    tsv = tmp_path / 'captions.txt'
+    tool.main(['--input', str(images), '--extractor', str(cfg), '--out', str(tsv),
+               '--device', 'cpu', '--no-progress'])
+    lines = tsv.read_text().splitlines()
+    assert [line.split('\t')[0] for line in lines] == ['a.png', 'b.jpg', 'd.png', 'sub/c.png']
+    assert load_captions(str(tsv))['b.jpg'] == load_captions(str(out))['b.jpg']
