@@ -8,4 +8,5 @@ from .icmsr import ICMSR  # noqa: F401
 from .losses import LPIPSLoss  # noqa: F401
 from .regularizer import VSDRegularizer  # noqa: F401
 from .text import PromptEncoder  # noqa: F401
+from .tsd_regularizer import TSDRegularizer  # noqa: F401
 from .tiny import icmsr_model_config, tiny_icmsr_config  # noqa: F401
