@@ -33,7 +33,12 @@ EXPECTED = {
     'osediff.py': (None, 0, 0.0, False),
     'icmsr_multi_scale0.5.py': ('multi', 2, 0.5, False),
     'icmsr_multi_aux-adapter.py': ('multi', 2, 1.0, True),
+    'tsdsr.py': (None, 0, 0.0, False),
+    'icmsr_multi_tsd.py': ('multi', 2, 1.0, False),
 }
+# Their regulariser's TSM term needs the HQ latent, which ICMSR.train_step does not hand
+# over yet (docs/model.md, "TSD-SR on SD v1-4"); strict, so the mark goes once it does.
+NEEDS_HQ_LATENT = {'tsdsr.py', 'icmsr_multi_tsd.py'}
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -109,7 +114,10 @@ def test_all_configs_present():
     assert set(EXPECTED) | {'icmsr_tiny.py'} == set(CONFIGS)
 
 
-@pytest.mark.parametrize('name', PAPER_CONFIGS)
+@pytest.mark.parametrize('name', [
+    pytest.param(c, marks=pytest.mark.xfail(
+        strict=True, raises=ValueError, reason='ICMSR.train_step does not pass target_z0 yet'))
+    if c in NEEDS_HQ_LATENT else c for c in PAPER_CONFIGS])
 def test_paper_config_builds_and_trains_one_step(name, data_dirs, monkeypatch):
     cfg = _load(name, data_dirs, monkeypatch)
     tiny = _load('icmsr_tiny.py', data_dirs, monkeypatch)

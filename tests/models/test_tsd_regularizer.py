@@ -11,7 +11,7 @@ from scipy.stats import chisquare
 from model_testlib import build_tiny, hq_batch, randomize_lora
 
 from icmsr.models import TSDRegularizer, VSDRegularizer
-from icmsr.registry import MODELS
+from icmsr.registry import MODELS, register_all_modules
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CFG = 7.5
@@ -192,28 +192,32 @@ def test_missing_hq_latent_and_bad_settings_are_named(text_model):
         _reg(model, tsm_weight=1.5)
 
 
-def _tiny_tsdsr():
-    """configs/tsdsr.py with the SD parts swapped for configs/icmsr_tiny.py's (as the config test)."""
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'tsdsr.py'))
+def _tiny(name):
+    """A config with the SD and adapter parts swapped for configs/icmsr_tiny.py's (as the config test)."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
     tiny = Config.fromfile(osp.join(ROOT, 'configs', 'icmsr_tiny.py'))
     model = copy.deepcopy(cfg.model.to_dict())
     for key in ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler', 'lpips'):
         model[key] = copy.deepcopy(tiny.model[key].to_dict())
+    if model.get('adapter') is not None:
+        model['adapter'] = copy.deepcopy(tiny.model.adapter.to_dict())
     model['data_preprocessor']['degradation']['kernel_sizes'] = (7, 9, 11)
     return cfg, model
 
 
-def test_train_step_with_tsdsr_config_trains_only_the_loras():
+@pytest.mark.parametrize('name', ['tsdsr.py', 'icmsr_multi_tsd.py'])
+def test_train_step_with_tsd_configs_trains_only_the_loras(name):
     from mmengine.optim import build_optim_wrapper
 
-    cfg, model_cfg = _tiny_tsdsr()
+    register_all_modules()
+    cfg, model_cfg = _tiny(name)
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         model = MODELS.build(model_cfg)
     reg = model.regularizer
     assert isinstance(reg, TSDRegularizer) and reg.needs_target and reg.dasm is not None
-    assert reg.adapter is None and reg.t_range == (50, 950)
+    assert (reg.adapter is None) == (name == 'tsdsr.py') and reg.t_range == (50, 950)
     optim = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
 
     # What ICMSR.train_step passes once it hands the HQ latent over (see docs/model.md):
@@ -227,9 +231,10 @@ def test_train_step_with_tsdsr_config_trains_only_the_loras():
         return out
 
     def with_target(z0, *args, **kwargs):
-        with torch.no_grad():
-            seen['z_hq'] = model.generator.encode(seen['gt'] * 2 - 1)
-        loss, seen['info'] = regularize(z0, *args, target_z0=seen['z_hq'], **kwargs)
+        if 'target_z0' not in kwargs:  # a train_step that passes it itself is used as is
+            with torch.no_grad():
+                kwargs['target_z0'] = model.generator.encode(seen['gt'] * 2 - 1)
+        loss, seen['info'] = regularize(z0, *args, **kwargs)
         return loss, seen['info']
 
     model.data_preprocessor.forward, reg.forward = keep_gt, with_target
