@@ -167,7 +167,7 @@ class TSDRegularizer(VSDRegularizer):
 
         Returns:
             The loss and a dict with ``timesteps`` (start), ``trajectory``, ``noise``,
-            ``z_t``, ``x0_real``, ``x0_fake`` (first step), ``grad`` (total),
+            ``z_t``, ``x0_real``, ``x0_fake``, ``x0_target`` (first step), ``grad`` (total),
             ``grad_vsd`` and ``grad_tsm`` (step-weighted sums, None when off).
         """
         if self.needs_target and target_z0 is None:
