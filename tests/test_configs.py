@@ -33,6 +33,8 @@ EXPECTED = {
     'osediff.py': (None, 0, 0.0, False),
     'icmsr_multi_scale0.5.py': ('multi', 2, 0.5, False),
     'icmsr_multi_aux-adapter.py': ('multi', 2, 1.0, True),
+    'tsdsr.py': (None, 0, 0.0, False),
+    'icmsr_multi_tsd.py': ('multi', 2, 1.0, False),
 }
 
 
@@ -204,7 +206,8 @@ def test_paper_configs_prompt_with_ram_and_dape_and_stop_without_weights(name, d
     text = cfg.model.text
     assert (text.source, text.image, text.test_image) == ('extractor', 'gt', 'lq')
     assert (text.extractor.variant, text.test_extractor.variant) == ('ram', 'dape')
-    expected = 'osediff_effective' if name == 'osediff.py' else 'osediff'
+    # The OSEDiff† baseline and TSD-SR† on it: the fake score OSEDiff's code effectively trains.
+    expected = 'osediff_effective' if name in ('osediff.py', 'tsdsr.py') else 'osediff'
     assert cfg.model.aux_diffusion.lora_preset == expected
     model_cfg = _tiny_model_cfg(cfg, tiny)
     model_cfg['text'] = cfg.model.text.to_dict()

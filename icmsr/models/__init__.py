@@ -11,3 +11,4 @@ from . import prompt_extractors  # noqa: F401  (RAMTagger, HFCaptioner; heavy im
 from .regularizer import VSDRegularizer  # noqa: F401
 from .teacher_condition import TeacherCondition  # noqa: F401
 from .text import PromptEncoder  # noqa: F401
+from .tsd_regularizer import TSDRegularizer  # noqa: F401

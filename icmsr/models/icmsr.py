@@ -181,7 +181,8 @@ class ICMSR(OneStepSR):
                 losses['loss_lpips'] = self.lpips(x_hat, gt).mean() * w['lpips']
             reg_info = None
             if w['reg'] > 0:
-                loss_reg, reg_info = self.regularizer(z0, embeds, negative, feats)
+                loss_reg, reg_info = self.regularizer(z0, embeds, negative, feats,
+                                                      **self._regularizer_targets(gt))
                 losses['loss_reg'] = loss_reg * w['reg']
         loss_g, log_vars = self.parse_losses(losses)
         # The generator role must be active again if checkpointing recomputes forwards.
@@ -197,6 +198,23 @@ class ICMSR(OneStepSR):
             aux_ow.update_params(loss_a)
         log_vars['loss_aux'] = log_a['loss_aux']
         return {k: v.detach() for k, v in log_vars.items()}
+
+    @torch.no_grad()
+    def _regularizer_targets(self, gt: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Extra regulariser inputs: the HQ latent for target score matching (TSD).
+
+        The HQ image is encoded by the frozen VAE encoder (its LoRA off), as TSD-SR does.
+
+        Args:
+            gt: the HQ batch in ``[-1, 1]``.
+
+        Returns:
+            ``{'target_z0': ...}`` when the regulariser ``needs_target``, else ``{}``.
+        """
+        if not getattr(self.regularizer, 'needs_target', False):
+            return {}
+        with self.roles.frozen_base():
+            return dict(target_z0=self.generator.encode(gt))
 
     @staticmethod
     def condition_panels(cond: Any) -> Sequence[torch.Tensor]:

@@ -61,6 +61,7 @@ class LoRARoles:
 
     def __init__(self) -> None:
         self.active: Optional[str] = None
+        self.base_only = False
 
     @contextlib.contextmanager
     def use(self, role: Optional[str]) -> Iterator[None]:
@@ -77,6 +78,19 @@ class LoRARoles:
             yield
         finally:
             self.active = previous
+
+    @contextlib.contextmanager
+    def frozen_base(self) -> Iterator[None]:
+        """Run the frozen weights alone inside the block: no branch, not even ``ALWAYS`` ones.
+
+        Yields:
+            Nothing.
+        """
+        previous, self.base_only = self.base_only, True
+        try:
+            yield
+        finally:
+            self.base_only = previous
 
 
 class LoRABranch(nn.Module):
@@ -117,6 +131,8 @@ class LoRABranch(nn.Module):
 
 def _hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
     """Forward hook: apply the active role's override and/or LoRA branch."""
+    if module._icmsr_roles.base_only:
+        return output
     role = module._icmsr_roles.active
     override = module._icmsr_overrides.get(role)
     if override is not None:

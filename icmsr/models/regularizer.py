@@ -114,6 +114,71 @@ class VSDRegularizer(nn.Module):
             return self._unet_eps(self.fake_unet, z_t, t, prompt_embeds,
                                   feats if self.fake_uses_adapter else None)
 
+    #: Whether :meth:`forward` needs the HQ latent (``target_z0``); VSD does not.
+    needs_target = False
+
+    def draw(self, z0: torch.Tensor, timesteps: Optional[torch.Tensor] = None,
+             noise: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The timestep and noise of one call (t first, then eps, from the same RNG).
+
+        Args:
+            z0: generator latents (only shape and device are used).
+            timesteps: ``(B,)`` override of the t draw, or None.
+            noise: override of the eps draw, or None.
+
+        Returns:
+            ``(timesteps, noise)``.
+        """
+        if timesteps is None:
+            timesteps = sample_timesteps(*self.t_range, z0.shape[0], z0.device, self._rng)
+        if noise is None:
+            noise = sample_noise(z0.detach().float(), self._rng)
+        return timesteps, noise
+
+    @torch.no_grad()
+    def gradient(self, z0: torch.Tensor, z_t: torch.Tensor, timesteps: torch.Tensor,
+                 eps_real: torch.Tensor,
+                 eps_other: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The score-difference gradient ``g`` w.r.t. ``z0`` (``grad_form``, ``eps_weighting``).
+
+        ``eps_other`` is the fake score's prediction for VSD; a subclass may pass
+        another score (TSD's target score) evaluated for the same ``z_t``.
+
+        Args:
+            z0: detached float32 generator latents (the x0-form normaliser).
+            z_t: noisy latents the predictions belong to.
+            timesteps: ``(B,)`` timesteps of ``z_t``.
+            eps_real: teacher prediction.
+            eps_other: the prediction ``eps_real`` is compared with.
+
+        Returns:
+            ``(g, x0_real, x0_other)``.
+        """
+        x0_real = x0_from_eps(self.scheduler, z_t, eps_real, timesteps)
+        x0_other = x0_from_eps(self.scheduler, z_t, eps_other, timesteps)
+        if self.grad_form == 'x0':
+            weight = (z0 - x0_real).abs().mean(dim=(1, 2, 3), keepdim=True)
+            grad = (x0_other - x0_real) / weight
+        else:
+            w = torch.ones_like(timesteps, dtype=torch.float32)
+            if self.eps_weighting == 'sigma2':
+                w = 1 - self.scheduler.alphas_cumprod.to(z0.device)[timesteps].float()
+            grad = w.reshape(-1, 1, 1, 1) * (eps_real - eps_other)
+        return grad, x0_real, x0_other
+
+    @staticmethod
+    def surrogate_loss(z0: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """``mse(z0, stopgrad(z0 - g))`` (mean): its gradient is ``2 g / numel(z0)``.
+
+        Args:
+            z0: generator latents, with grad.
+            grad: the detached gradient ``g``.
+
+        Returns:
+            The scalar loss.
+        """
+        return F.mse_loss(z0.float(), (z0.detach().float() - grad).detach())
+
     def forward(self, z0: torch.Tensor, prompt_embeds: torch.Tensor,
                 negative_embeds: torch.Tensor, feats: Features = None,
                 timesteps: Optional[torch.Tensor] = None,
@@ -132,26 +197,14 @@ class VSDRegularizer(nn.Module):
             The loss and a dict with ``timesteps``, ``noise``, ``z_t``, ``x0_real``,
             ``x0_fake``, ``grad`` (detached) for logging and tests.
         """
-        if timesteps is None:
-            timesteps = sample_timesteps(*self.t_range, z0.shape[0], z0.device, self._rng)
-        if noise is None:
-            noise = sample_noise(z0.detach().float(), self._rng)
+        timesteps, noise = self.draw(z0, timesteps, noise)
         with torch.no_grad():
             z0_d = z0.detach().float()
             z_t = add_noise(self.scheduler, z0_d, noise, timesteps)
             eps_real = self.teacher_eps(z_t, timesteps, prompt_embeds, negative_embeds, feats)
             eps_fake = self.fake_eps(z_t, timesteps, prompt_embeds, feats)
-            x0_real = x0_from_eps(self.scheduler, z_t, eps_real, timesteps)
-            x0_fake = x0_from_eps(self.scheduler, z_t, eps_fake, timesteps)
-            if self.grad_form == 'x0':
-                weight = (z0_d - x0_real).abs().mean(dim=(1, 2, 3), keepdim=True)
-                grad = (x0_fake - x0_real) / weight
-            else:
-                w = torch.ones_like(timesteps, dtype=torch.float32)
-                if self.eps_weighting == 'sigma2':
-                    w = 1 - self.scheduler.alphas_cumprod.to(z0.device)[timesteps].float()
-                grad = w.reshape(-1, 1, 1, 1) * (eps_real - eps_fake)
-        loss = F.mse_loss(z0.float(), (z0_d - grad).detach())
+            grad, x0_real, x0_fake = self.gradient(z0_d, z_t, timesteps, eps_real, eps_fake)
+        loss = self.surrogate_loss(z0, grad)
         info = dict(timesteps=timesteps, noise=noise, z_t=z_t, x0_real=x0_real,
                     x0_fake=x0_fake, grad=grad)
         return loss, info

@@ -149,3 +149,20 @@ def test_gradient_checkpointing_gives_the_same_gradients():
             img.square().mean().backward()
         grads.append(torch.cat([p.grad.flatten() for p in gen.trainable_parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-4)
+
+
+def test_frozen_base_switches_every_branch_off():
+    """roles.frozen_base() runs the frozen weights alone (TSD's HQ latent uses it)."""
+    import copy
+    gen = _generator().eval()
+    randomize_lora(gen)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    plain = copy.deepcopy(gen)
+    with torch.no_grad():
+        for branches in (plain.unet_lora, plain.vae_lora):
+            for b in branches.values():
+                b.up.weight.zero_()
+        with gen.roles.frozen_base():
+            frozen = gen.encode(x)
+        assert torch.equal(frozen, plain.encode(x))
+        assert not torch.allclose(gen.encode(x), frozen)  # the VAE LoRA acts outside the block
