@@ -8,14 +8,19 @@ import dataclasses
 import sys
 import time
 
-from mmengine.config import Config, DictAction
+from icmsr.utils.network import go_offline_if_unreachable
 
-import icmsr  # noqa: F401  (applies the checkpoint-loading shims)
-from icmsr.apis import SRInferencer, UntrainedModelError
-from icmsr.models.base_fingerprint import BaseMismatchError
-from icmsr.registry import register_all_modules
-from icmsr.utils.color_correction import COLOR_FIX_MODES
-from icmsr.utils.tiling import BLEND_MODES
+# Before the hub libraries read HF_HUB_OFFLINE: offline, fail at once instead of retrying.
+go_offline_if_unreachable()
+
+from mmengine.config import Config, DictAction  # noqa: E402
+
+import icmsr  # noqa: E402,F401  (applies the checkpoint-loading shims)
+from icmsr.apis import SRInferencer, UntrainedModelError  # noqa: E402
+from icmsr.models.base_fingerprint import BaseMismatchError  # noqa: E402
+from icmsr.registry import register_all_modules  # noqa: E402
+from icmsr.utils.color_correction import COLOR_FIX_MODES  # noqa: E402
+from icmsr.utils.tiling import BLEND_MODES  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='run without --weights (untrained LoRA: smoke tests only)')
     p.add_argument('--allow-base-mismatch', action='store_true',
                    help='load weights trained on another frozen base (a deliberate transfer)')
+    p.add_argument('--trust-checkpoint', action='store_true',
+                   help='allow full unpickling of the checkpoint '
+                   '(only for files you trust: unpickling can run code)')
     p.add_argument('--input', required=True, help='image file, folder, or quoted glob pattern')
     p.add_argument('--output', required=True, help='output folder (same file names as the inputs)')
     p.add_argument('--device', default=None, help='cuda, cuda:1, cpu (default: cuda if available)')
@@ -90,8 +98,9 @@ def main(argv=None) -> int:
         inferencer = SRInferencer(config, args.weights, args.device, args.dtype, not args.no_fuse,
                                   None, args.color_fix, args.prompt, args.captions, args.seed,
                                   args.base_model, args.scale, allow_untrained=args.allow_untrained,
-                                  base_check='warn' if args.allow_base_mismatch else 'error')
-    except (BaseMismatchError, UntrainedModelError) as err:
+                                  base_check='warn' if args.allow_base_mismatch else 'error',
+                                  trust_checkpoint=args.trust_checkpoint)
+    except (BaseMismatchError, UntrainedModelError, RuntimeError, OSError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     given = {k: getattr(args, k) for k in ('tile_size', 'tile_overlap', 'vae_tile_size',

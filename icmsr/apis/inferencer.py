@@ -199,6 +199,7 @@ class SRInferencer:
         model: An already built :class:`OneStepSR` (then config/weights are ignored).
         allow_untrained: Run without trained weights (smoke tests).
         base_check: ``'error'`` or ``'warn'`` for weights trained on another base.
+        trust_checkpoint: unpickle the checkpoint fully (only for files you trust).
     """
 
     def __init__(self, config: Any = None, weights: Optional[str] = None, device: Optional[str] = None,
@@ -206,11 +207,13 @@ class SRInferencer:
                  color_fix: Optional[str] = None, prompt: str = '', captions: Optional[str] = None,
                  seed: Optional[int] = 0, base_model: Optional[str] = None,
                  scale: Optional[int] = None, model: Optional[OneStepSR] = None,
-                 allow_untrained: bool = False, base_check: str = 'error') -> None:
+                 allow_untrained: bool = False, base_check: str = 'error',
+                 trust_checkpoint: bool = False) -> None:
         self.device = str(device or default_device())
         self.dtype = str(dtype)
         self.model = model if model is not None else init_model(
-            config, weights, self.device, dtype, fuse, base_model, scale, allow_untrained, base_check)
+            config, weights, self.device, dtype, fuse, base_model, scale, allow_untrained, base_check,
+            trust_checkpoint)
         self.tiles = tiles or dataclasses.replace(self.model.tiles)
         self.tiles.validate()
         self.color_fix = color_fix

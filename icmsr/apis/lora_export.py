@@ -136,6 +136,25 @@ def _save_merged(generator: OneStepGenerator, folder: str) -> Dict[str, str]:
     return paths
 
 
+def _read_tensors(path: str) -> Dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file`` with an error that names the file.
+
+    Args:
+        path: a ``.safetensors`` file of an export.
+
+    Returns:
+        Its tensors.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'{path} is missing from the export; export it again with '
+                                'tools/export_lora.py.')
+    try:
+        return load_file(path)
+    except Exception as err:  # safetensors raises its own error types for broken headers/data
+        raise OSError(f'{path} is not a readable safetensors file ({type(err).__name__}: {err}); '
+                      'it may be truncated - export it again with tools/export_lora.py.') from err
+
+
 def _load_branches(branches: nn.ModuleDict, state: Dict[str, torch.Tensor], prefix: str, path: str) -> None:
     """Copy ``prefix.<module>.lora_A/B.weight`` from ``state`` into ``branches`` (exact key match)."""
     expected = set(_branch_state(branches, prefix))
@@ -171,10 +190,10 @@ def load_model_lora(model: nn.Module, export_dir: str) -> None:
                       f'The export {export_dir!r}', model.base_check)
     generator = model.generator
     path = os.path.join(export_dir, meta['unet_lora']['file'])
-    _load_branches(generator.unet_lora, load_file(path), 'unet', path)
+    _load_branches(generator.unet_lora, _read_tensors(path), 'unet', path)
     if meta.get('vae_lora'):
         path = os.path.join(export_dir, meta['vae_lora']['file'])
-        _load_branches(generator.vae_lora, load_file(path), 'vae', path)
+        _load_branches(generator.vae_lora, _read_tensors(path), 'vae', path)
     elif len(generator.vae_lora):
         raise ValueError(f'{export_dir} has no VAE LoRA but the generator has one; rebuild it with '
                          'vae_lora_targets=None.')
@@ -182,7 +201,7 @@ def load_model_lora(model: nn.Module, export_dir: str) -> None:
         if generator.conv_in is None:
             raise ValueError(f'{export_dir} holds a trained conv_in; build the generator with '
                              'train_conv_in=True.')
-        state = load_file(os.path.join(export_dir, meta['conv_in']))
+        state = _read_tensors(os.path.join(export_dir, meta['conv_in']))
         generator.conv_in.load_state_dict({k.removeprefix('conv_in.'): v for k, v in state.items()})
 
 

@@ -60,24 +60,33 @@ def model_config(config: Any) -> Dict[str, Any]:
     return config.to_dict() if hasattr(config, 'to_dict') else dict(config)
 
 
-def _read_state_dict(path: str) -> Dict[str, Any]:
-    """The state dict of a ``.pth`` file, read with ``weights_only=True``."""
-    import icmsr  # noqa: F401  (applies the checkpoint allow-list)
+def _read_state_dict(path: str, trust: bool = False) -> Dict[str, Any]:
+    """The state dict of a ``.pth`` file, read with ``weights_only=True`` unless ``trust``."""
+    import pickle
+
+    from icmsr.compat import (checkpoint_refusal_message, trusted_checkpoint_loading,
+                              untrusted_checkpoint_loading)
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # torch raises several types for unreadable/unsafe files
+        if trust:
+            with trusted_checkpoint_loading():
+                ckpt = torch.load(path, map_location='cpu', weights_only=False)
+        else:
+            # Whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says: only the trust flag relaxes this.
+            with untrusted_checkpoint_loading():
+                ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise RuntimeError(checkpoint_refusal_message(path, err)) from err
+    except Exception as err:  # torch raises several types for unreadable files
         reason = _ANSI.sub('', str(err)).split('\n')[0][:300]
-        raise RuntimeError(
-            f'Could not read checkpoint {path!r} ({type(err).__name__}: {reason}). If the file holds '
-            'objects this toolkit does not write and you trust it, load it with '
-            '--trust-checkpoint (tools) or icmsr.compat.trusted_checkpoint_loading().') from err
+        raise RuntimeError(f'Could not read checkpoint {path!r} ({type(err).__name__}: {reason}); '
+                           'is the file complete?') from err
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f'{path!r} does not hold a state dict.')
     return state
 
 
-def load_checkpoint_weights(model: OneStepSR, path: str) -> None:
+def load_checkpoint_weights(model: OneStepSR, path: str, trust: bool = False) -> None:
     """Load the trained tensors of a checkpoint into an inference model.
 
     Training-only tensors (auxiliary LoRA) are skipped; every trained tensor of
@@ -87,8 +96,9 @@ def load_checkpoint_weights(model: OneStepSR, path: str) -> None:
     Args:
         model: A freshly built ``OneStepSR``.
         path: ``.pth`` checkpoint (MMEngine ``{'state_dict': ...}`` or a bare state dict).
+        trust: unpickle everything (only for files you trust: unpickling can run code).
     """
-    state = _read_state_dict(path)
+    state = _read_state_dict(path, trust)
     state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
     wanted = model.trainable_state_keys()
     missing = sorted(wanted - set(state))
@@ -110,7 +120,8 @@ def load_checkpoint_weights(model: OneStepSR, path: str) -> None:
 def init_model(config: Any = None, weights: Optional[str] = None,
                device: Optional[Union[str, torch.device]] = None, dtype: Any = 'float32',
                fuse: bool = True, base_model: Optional[str] = None, scale: Optional[int] = None,
-               allow_untrained: bool = False, base_check: str = 'error') -> OneStepSR:
+               allow_untrained: bool = False, base_check: str = 'error',
+               trust_checkpoint: bool = False) -> OneStepSR:
     """Build the inference model and load its weights.
 
     Args:
@@ -126,6 +137,8 @@ def init_model(config: Any = None, weights: Optional[str] = None,
         allow_untrained: Accept ``weights=None`` (untrained LoRA: the base model's
             one-step prediction; for smoke tests and benchmarks).
         base_check: ``'error'`` or ``'warn'`` when the weights were trained on another base.
+        trust_checkpoint: read a ``.pth`` with full unpickling (``--trust-checkpoint``; only
+            for files you trust).
 
     Returns:
         The model in eval mode on ``device``, with ``model.description`` saying where it came from.
@@ -159,7 +172,7 @@ def init_model(config: Any = None, weights: Optional[str] = None,
             load_model_lora(model, export_dir)
             description.update(read_description(export_dir))
         elif weights is not None:
-            load_checkpoint_weights(model, weights)
+            load_checkpoint_weights(model, weights, trust_checkpoint)
     if scale is not None:
         model.scale = int(scale)
     model.description = description

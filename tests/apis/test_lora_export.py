@@ -168,3 +168,15 @@ def test_export_tool_cli(trained, pretrained_cfg, tmp_path):
     assert tool.main([ckpt, '--config', cfg_path, '--out', out]) == 0
     assert read_description(out)['source_checkpoint'] == ckpt
     assert torch.equal(_sr(init_model(None, out, fuse=False)), _sr(trained))
+
+
+def test_truncated_safetensors_error_names_the_file(trained, tmp_path):
+    out = str(tmp_path / 'exp')
+    export_model(trained, out, OneStepSR.inference_config(_random_base_cfg(0)))
+    path = os.path.join(out, 'vae_lora.safetensors')
+    with open(path, 'rb') as f:
+        data = f.read()
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) // 2])
+    with pytest.raises(OSError, match=r'vae_lora\.safetensors is not a readable safetensors file'):
+        init_model(None, out, fuse=False, base_check='warn')
