@@ -12,6 +12,7 @@ from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 import icmsr  # noqa: F401  (applies the checkpoint-loading shims)
+from icmsr.engine.dist import init_process_group_for
 from icmsr.engine.runner_utils import export_local_rank, guard_checkpoint_loading, set_work_dir
 from icmsr.registry import RUNNERS
 
@@ -52,6 +53,7 @@ def main() -> None:
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    init_process_group_for(args.launcher, cfg)  # gloo without CUDA; the Runner reuses it
     cfg.launcher = args.launcher
     set_work_dir(cfg, args.work_dir, args.config)
     cfg.load_from = args.checkpoint

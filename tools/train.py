@@ -8,6 +8,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import icmsr  # noqa: F401  (applies the checkpoint-loading shims)
+from icmsr.engine.dist import init_process_group_for
 from icmsr.engine.runner_utils import (enable_amp, export_local_rank, guard_checkpoint_loading,
                                        set_resume, set_work_dir)
 from icmsr.registry import RUNNERS
@@ -47,6 +48,7 @@ def main() -> None:
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    init_process_group_for(args.launcher, cfg)  # gloo without CUDA; the Runner reuses it
     cfg.launcher = args.launcher
     set_work_dir(cfg, args.work_dir, args.config)
     if args.amp:
