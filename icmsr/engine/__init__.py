@@ -7,3 +7,4 @@ from .visualization_hook import SRVisualizationHook  # noqa: F401
 from .multi_test_loop import MultiTestLoop, MultiValLoop  # noqa: F401
 from .optim_constructor import ICMSROptimWrapperConstructor  # noqa: F401
 from .optimizers import build_adamw_8bit  # noqa: F401  (registers 'AdamW8bit')
+from .amp import AutocastNonFiniteGuardOptimWrapper  # noqa: F401
