@@ -31,6 +31,7 @@ cut-off run keeps them):
   iterations (the device's collective backend: NCCL on CUDA).
 """
 import argparse
+import fnmatch
 import json
 import os
 import os.path as osp
@@ -98,7 +99,8 @@ def plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
         seen = set()
         cases = [c for c in cases if not (c['name'] in seen or seen.add(c['name']))]
     if args.cases:
-        cases = [c for c in cases if any(pattern in c['name'] for pattern in args.cases)]
+        cases = [c for c in cases if any(fnmatch.fnmatchcase(c['name'], pattern)
+                                         for pattern in args.cases)]
     return cases
 
 
@@ -523,7 +525,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="torch.compile backend ('eager' checks the graph capture only)")
     p.add_argument('--budget', type=float, default=470,
                    help='seconds for the whole suite; cases that no longer fit are skipped')
-    p.add_argument('--cases', nargs='+', help='run only cases whose name contains one of these')
+    p.add_argument('--case-timeout', type=float, default=None,
+                   help='seconds per case, replacing every case\'s own limit')
+    p.add_argument('--cases', nargs='+', metavar='PATTERN',
+                   help="run only these cases (names or shell patterns, e.g. 'train_*_b4')")
     p.add_argument('--out', default=osp.join(ROOT, 'work_dirs', 'gpu_suite', 'results.json'))
     p.add_argument('--worker', help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -558,7 +563,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             row = dict(case=case['name'], kind=case['kind'], status='skipped',
                        error=f'suite budget of {args.budget:.0f} s spent')
         else:
-            row = run_case(case, args, min(case['timeout'], left))
+            limit = case['timeout'] if args.case_timeout is None else args.case_timeout
+            row = run_case(case, args, min(limit, left))
         report['rows'].append(row)
         write_json_atomic(args.out, report)  # a cut-off run keeps every finished case
         print(json.dumps(row), flush=True)
