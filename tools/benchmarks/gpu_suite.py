@@ -83,13 +83,14 @@ def plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
                            params=dict(INFER_VARIANTS[v]),
                            timeout=t_compile if INFER_VARIANTS[v].get('compile') else t_infer)
     b_small, b_large = args.batches
-    cases = [train('bf16_ckpt_8bit', b_large), train('bf16_ckpt_8bit', b_small),
+    # The savers without the optional bitsandbytes first: the targets do not hang on it.
+    cases = [train('bf16_ckpt', b_large), train('bf16_ckpt', b_small),
              infer('bf16_fused'),
              dict(name='tiled_bf16_fused', kind='tiled', params=dict(dtype='bfloat16'),
                   timeout=t_other),
              train('fp32', b_small), train('naive_fp32', b_small),
-             train('bf16', b_large), train('bf16_ckpt', b_large), train('fp32', b_large),
-             train('bf16', b_small), train('bf16_ckpt', b_small),
+             train('bf16_ckpt_8bit', b_large), train('bf16_ckpt_8bit', b_small),
+             train('bf16', b_large), train('fp32', b_large), train('bf16', b_small),
              infer('fp16_fused'), infer('bf16_unfused'), infer('bf16_fused_no_sdpa'),
              infer('bf16_fused_channels_last'), infer('bf16_fused_compile'),
              dict(name='degradation', kind='degradation', params={}, timeout=t_other),

@@ -10,6 +10,8 @@
 #   PYTHONPATH=.gpu_site python tools/benchmarks/gpu_suite.py
 #
 # Usage: tools/benchmarks/gpu_wheels.sh [OUT_DIR]     (PYTHON=... picks the interpreter)
+# WITH_BITSANDBYTES=1 also fetches bitsandbytes (41 MiB, Linux x86-64, any Python 3) for the
+# 8-bit AdamW cases; the folder then holds about 58 MiB.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="${1:-$ROOT/.gpu_wheels}"
@@ -18,7 +20,7 @@ LIMIT_MIB=64
 # Toolkit dependencies absent on the device, then their pure-Python requirements that a
 # bare PyTorch + transformers install does not bring.
 PACKAGES=(diffusers mmengine mmcv-lite lpips pyiqa addict yapf termcolor rich markdown-it-py
-          mdurl pygments platformdirs einops)
+          mdurl pygments platformdirs einops requests urllib3 certifi idna)
 SDIST_ONLY=(basicsr)   # published as a source archive only: built into a wheel here
 
 pinned() {  # NAME==VERSION as installed here, else NAME
@@ -35,6 +37,10 @@ mkdir -p "$OUT"
 specs=()
 for name in "${PACKAGES[@]}"; do specs+=("$(pinned "$name")"); done
 "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: -d "$OUT" "${specs[@]}"
+if [ "${WITH_BITSANDBYTES:-0}" = 1 ]; then
+  "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: \
+      --platform manylinux_2_24_x86_64 -d "$OUT" "$(pinned bitsandbytes)"
+fi
 for name in "${SDIST_ONLY[@]}"; do
   "$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation -w "$OUT" "$(pinned "$name")"
 done
@@ -43,6 +49,7 @@ status=0
 for wheel in "$OUT"/*; do
   case "$wheel" in
     *-none-any.whl) ;;
+    */bitsandbytes-*-py3-none-manylinux*.whl) ;;  # CUDA libraries inside, no Python ABI
     *) echo "not a pure-Python wheel: $wheel" >&2; status=1 ;;
   esac
 done
