@@ -61,7 +61,7 @@ def _cxx_compiler():
                     reason='CPU inductor generates C++ kernels and no C++ compiler (g++/clang++) '
                            'is on PATH')
 @pytest.mark.skipif(os.environ.get('ICMSR_TEST_INDUCTOR') != '1',
-                    reason='CPU inductor compiles the tiny path in ~7 min on 2 cores; set '
+                    reason='CPU inductor compiles the tiny path in ~7 min on 2 cores (2 min with a warm cache); set '
                            'ICMSR_TEST_INDUCTOR=1 to run it')
 def test_inductor_compiled_path_matches_eager():
     eager, compiled = _outputs(backend='inductor', mode='default')
