@@ -1,6 +1,6 @@
 """torch.compile of the inference path (UNet, VAE encoder and decoder) keeps the output.
 
-The compiled path is the device suite's (``tools/benchmarks/gpu_suite.py``):
+The compiled path is the device suite's (``tools/benchmarks/gpu_cases.py``):
 
 * graph capture with ``fullgraph=True`` (backend ``eager``): the role-switched LoRA
   hooks and diffusers' blocks trace into one graph per network, with no graph
@@ -19,7 +19,7 @@ import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tools', 'benchmarks'))
-import gpu_suite  # noqa: E402
+import gpu_cases  # noqa: E402
 
 
 def _outputs(**compile_kwargs):
@@ -30,7 +30,7 @@ def _outputs(**compile_kwargs):
     torch.set_num_threads(1)
     try:
         torch.manual_seed(0)
-        model = init_model(gpu_suite.model_config('tiny'), None, fuse=False)
+        model = init_model(gpu_cases.model_config('tiny'), None, fuse=False)
         randomize_lora(model.generator)  # non-zero LoRA, folded into the weights
         fuse_generator_lora(model.generator)
         run = TiledSuperResolver(model.generator, model.encode_prompts, model.scale,
@@ -38,7 +38,7 @@ def _outputs(**compile_kwargs):
         lq = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
         eager = run(lq, 'a photo')
         torch._dynamo.reset()
-        gpu_suite.compile_generator(model.generator, **compile_kwargs)
+        gpu_cases.compile_generator(model.generator, **compile_kwargs)
         compiled = run(lq, 'a photo')
         assert type(model.generator.unet).__name__ == 'OptimizedModule'
         return eager, compiled
@@ -53,16 +53,16 @@ def test_inference_path_captures_whole_graphs_and_keeps_the_output():
 
 
 def _cxx_compiler():
-    return next((c for c in (os.environ.get('CXX'), 'g++', 'c++', 'clang++') if c and shutil.which(c)),
-                None)
+    candidates = (os.environ.get('CXX'), 'g++', 'c++', 'clang++')
+    return next((c for c in candidates if c and shutil.which(c)), None)
 
 
 @pytest.mark.skipif(_cxx_compiler() is None,
                     reason='CPU inductor generates C++ kernels and no C++ compiler (g++/clang++) '
                            'is on PATH')
 @pytest.mark.skipif(os.environ.get('ICMSR_TEST_INDUCTOR') != '1',
-                    reason='CPU inductor compiles the tiny path in ~7 min on 2 cores (2 min with a warm cache); set '
-                           'ICMSR_TEST_INDUCTOR=1 to run it')
+                    reason='CPU inductor compiles the tiny path in ~7 min on 2 cores (2 min with '
+                           'a warm cache); set ICMSR_TEST_INDUCTOR=1 to run it')
 def test_inductor_compiled_path_matches_eager():
     eager, compiled = _outputs(backend='inductor', mode='default')
     torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-4)
