@@ -8,8 +8,8 @@ time limit still reports what it measured), a table at the end::
     python tools/benchmarks/gpu_suite.py --device cpu --size 128 --arch tiny   # smoke run
 
 Weights are random: the SD v1-4 architecture (or the tiny one), not a checkpoint,
-sets time and memory. Cases, in the order they run (most important first, so a
-cut-off run keeps them):
+sets time and memory. The cases (measured in ``gpu_cases.py``; those the targets
+are read from run first, so a cut-off run keeps them):
 
 * ``train_*``: one ICM-SR ``train_step`` (generator + aux update) at ``size``² and
   batch 1 / 4: peak ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved``
@@ -100,7 +100,6 @@ def plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
         cases = [c for c in cases if any(fnmatch.fnmatchcase(c['name'], pattern)
                                          for pattern in args.cases)]
     return cases
-
 
 
 # ----------------------------------------------------------------------------- driver
