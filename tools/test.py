@@ -15,6 +15,7 @@ from mmengine.dist import is_main_process  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import icmsr  # noqa: E402,F401  (applies the checkpoint-loading shims)
+from icmsr.engine.dist import init_process_group_for  # noqa: E402
 from icmsr.engine.runner_utils import (export_local_rank, guard_checkpoint_loading,  # noqa: E402
                                        load_config, set_work_dir)
 from icmsr.registry import RUNNERS  # noqa: E402
@@ -55,6 +56,7 @@ def main() -> None:
     args = parse_args()
     export_local_rank(args.local_rank)
     cfg = load_config(args.config, args.cfg_options)
+    init_process_group_for(args.launcher, cfg)  # gloo without CUDA; the Runner reuses it
     cfg.launcher = args.launcher
     set_work_dir(cfg, args.work_dir, args.config)
     cfg.load_from = args.checkpoint

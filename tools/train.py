@@ -15,6 +15,7 @@ from mmengine.config import DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import icmsr  # noqa: E402,F401  (applies the checkpoint-loading shims)
+from icmsr.engine.dist import init_process_group_for  # noqa: E402
 from icmsr.engine.runner_utils import (enable_amp, export_local_rank,  # noqa: E402
                                        guard_checkpoint_loading, load_config, set_resume,
                                        set_work_dir)
@@ -68,6 +69,7 @@ def main() -> None:
     args = parse_args()
     export_local_rank(args.local_rank)
     cfg = load_config(args.config, args.cfg_options)
+    init_process_group_for(args.launcher, cfg)  # gloo without CUDA; the Runner reuses it
     cfg.launcher = args.launcher
     set_work_dir(cfg, args.work_dir, args.config)
     try:

@@ -12,6 +12,7 @@ rounding to bfloat16, so the same weights loaded in float32, float16 or
 bfloat16 give the same fingerprint.
 """
 import hashlib
+import json
 import warnings
 from typing import Any, Dict, Mapping, Optional
 
@@ -80,6 +81,38 @@ def base_fingerprint(components: Mapping[str, nn.Module],
     """
     return {name: dict(source=str(sources.get(name, '?')), digest=tensor_digest(module))
             for name, module in components.items()}
+
+
+def fingerprint_to_tensor(fingerprint: Mapping[str, Any]) -> torch.Tensor:
+    """The fingerprint as a uint8 tensor (JSON bytes).
+
+    State dicts hold tensors only: MMEngine broadcasts every entry when it
+    initialises a distributed model, and ``weights_only`` loading keeps them safe.
+
+    Args:
+        fingerprint: from :func:`base_fingerprint`.
+
+    Returns:
+        A 1-D uint8 tensor.
+    """
+    data = json.dumps(fingerprint, sort_keys=True).encode('utf-8')
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
+
+
+def fingerprint_from_state(value: Any) -> Optional[Dict[str, Any]]:
+    """Read a fingerprint stored by :func:`fingerprint_to_tensor` (None if there is none).
+
+    Args:
+        value: the ``_extra_state`` entry of a state dict.
+
+    Returns:
+        The fingerprint dict, or None.
+    """
+    if isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.dim() == 1:
+        return json.loads(bytes(value.cpu().tolist()).decode('utf-8'))
+    if isinstance(value, Mapping):
+        return dict(value.get('base_fingerprint') or {}) or None
+    return None
 
 
 def check_fingerprint(saved: Optional[Mapping[str, Any]], current: Mapping[str, Any], where: str,

@@ -214,7 +214,7 @@ class ICMSR(OneStepSR):
         if not getattr(self.regularizer, 'needs_target', False):
             return {}
         with self.roles.frozen_base():
-            return dict(target_z0=self.generator.encode(gt))
+            return dict(target_z0=self._unwrapped('generator').encode(gt))
 
     @staticmethod
     def condition_panels(cond: Any) -> Sequence[torch.Tensor]:

@@ -23,7 +23,8 @@ from icmsr.registry import MODELS, build_or_use
 from icmsr.structures import SRDataSample
 from icmsr.utils.color_correction import COLOR_FIX_MODES, color_fix as apply_color_fix
 from icmsr.utils.tiling import VAE_FACTOR, TileSettings, pad_to_multiple, tiled_apply
-from .base_fingerprint import base_fingerprint, check_fingerprint, describe_source
+from .base_fingerprint import (base_fingerprint, check_fingerprint, describe_source,
+                               fingerprint_from_state, fingerprint_to_tensor)
 from .lora import LoRARoles
 
 _TEST_KEYS = ('tile_size', 'tile_overlap', 'vae_tile_size', 'vae_overlap', 'blend')
@@ -207,9 +208,9 @@ class OneStepSR(BaseModel):
         for key in [k for k in incompatible.missing_keys if k not in keep]:
             incompatible.missing_keys.remove(key)
 
-    def get_extra_state(self) -> Dict[str, Any]:
-        """Saved with the state dict: the fingerprint of the frozen base (see ``base_fingerprint``)."""
-        return dict(base_fingerprint=self.base_fingerprint)
+    def get_extra_state(self) -> torch.Tensor:
+        """Saved with the state dict: the fingerprint of the frozen base, as JSON bytes in a tensor."""
+        return fingerprint_to_tensor(self.base_fingerprint)
 
     def set_extra_state(self, state: Any) -> None:
         """Check that trained weights being loaded were trained on this model's base.
@@ -220,8 +221,8 @@ class OneStepSR(BaseModel):
         Raises:
             BaseMismatchError: on another base, unless ``base_check='warn'``.
         """
-        saved = state.get('base_fingerprint') if isinstance(state, dict) else None
-        check_fingerprint(saved, self.base_fingerprint, 'The checkpoint', self.base_check)
+        check_fingerprint(fingerprint_from_state(state), self.base_fingerprint, 'The checkpoint',
+                          self.base_check)
 
     # ---------------------------------------------------------------- inference
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -282,7 +283,7 @@ class OneStepSR(BaseModel):
         def stage(name: str) -> Optional[Callable[[int, int], None]]:
             return None if progress is None else (lambda done, total: progress(name, done, total))
 
-        gen = self.generator
+        gen = self._unwrapped('generator')  # no-grad stages bypass a DDP wrapper
         z_l = tiled_apply(x, gen.encode, tiles.vae_tile_size, tiles.vae_overlap,
                           scale=1 / VAE_FACTOR, mode=tiles.blend, progress=stage('encode'))
         del x  # image-sized buffers are the only ones that grow with the input: keep few

@@ -49,6 +49,7 @@ class TeacherCondition(nn.Module):
             default 1/N); ignored for one adapter.
         scale: global multiplier of the adapter features (Table 4: 0, 0.5, 1).
         extractor: extra :class:`ConditionExtractor` arguments (its ``mode`` is ``kind``).
+        torch_dtype: dtype of the frozen adapters (e.g. ``'bfloat16'``); None keeps theirs.
 
     Raises:
         ValueError / KeyError naming ``condition.<key>`` when the block is inconsistent.
@@ -56,7 +57,8 @@ class TeacherCondition(nn.Module):
 
     def __init__(self, kind: str, adapters: Union[Any, Sequence[Any]],
                  weights: Optional[Sequence[float]] = None, scale: float = 1.0,
-                 extractor: Optional[Dict[str, Any]] = None) -> None:
+                 extractor: Optional[Dict[str, Any]] = None,
+                 torch_dtype: Optional[Any] = None) -> None:
         super().__init__()
         if kind not in KIND_CHANNELS:
             raise KeyError(f'condition.kind={kind!r} is not one of {sorted(KIND_CHANNELS)}.')
@@ -89,6 +91,9 @@ class TeacherCondition(nn.Module):
             from diffusers import MultiAdapter
             self.adapter = MultiAdapter(built)
         self.adapter.requires_grad_(False).eval()
+        if torch_dtype is not None:
+            from .backbones import resolve_dtype
+            nn.Module.to(self.adapter, dtype=resolve_dtype(torch_dtype))
         self.kind = kind
         self.weights = None if weights is None else [float(w) for w in weights]
         self.scale = float(scale)

@@ -48,9 +48,7 @@ def _train(tiny_root, work_dir, name, crash_after=None, resume=False):
         runner.train()
     except SimulatedCrash:
         return None
-    # The trained tensors (the base fingerprint, the only non-tensor entry, is not trained).
-    return {k: v.detach().clone() for k, v in runner.model.state_dict().items()
-            if k != '_extra_state'}
+    return {k: v.detach().clone() for k, v in runner.model.state_dict().items()}
 
 
 def test_tiny_icmsr_resume_is_bitwise(tiny_root, tmp_path):
