@@ -148,11 +148,46 @@ class RandomStateHook(Hook):
         self._pending: Optional[Dict[str, Any]] = None
         self._before_val: Optional[Dict[str, Any]] = None
         self._training = False  # between before_train and after_train
+        self._gathered: Optional[List[Dict[str, Any]]] = None
+
+    @staticmethod
+    def _checkpoint_due(runner) -> bool:
+        """Whether a ``CheckpointHook`` saves after this training iteration (its own rule)."""
+        from mmengine.hooks import CheckpointHook
+        for hook in runner.hooks:
+            if isinstance(hook, CheckpointHook) and not hook.by_epoch:
+                if hook.every_n_train_iters(runner, hook.interval, hook.save_begin) or (
+                        hook.save_last and hook.is_last_train_iter(runner)):
+                    return True
+        return False
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
+                         outputs: Any = None) -> None:
+        """Gather every rank's random states, on every rank, when a checkpoint follows.
+
+        MMEngine saves checkpoints on rank 0 only (``Runner.save_checkpoint`` is
+        ``master_only``), so a collective inside ``before_save_checkpoint`` would wait
+        forever for the other ranks. This hook runs before the ``CheckpointHook``
+        (priority VERY_HIGH vs VERY_LOW) and nothing between them draws random numbers
+        for good (the visualisation hook restores what it uses), so the states gathered
+        here are the ones of the save.
+        """
+        if is_distributed() and self._checkpoint_due(runner):
+            self._gathered = all_gather_object(capture_random_state(runner.model))
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Add every rank's random states to ``checkpoint``."""
-        state = capture_random_state(runner.model)
-        states = all_gather_object(state) if is_distributed() else [state]
+        if is_distributed():
+            states, self._gathered = self._gathered, None
+            if states is None:  # a save outside CheckpointHook's schedule: this rank only
+                runner.logger.warning('RandomStateHook: checkpoint saved outside the '
+                                      'CheckpointHook schedule; only this rank\'s random '
+                                      'states are stored, resume re-seeds the others.')
+                checkpoint[CHECKPOINT_KEY] = {'world_size': 1,
+                                              'ranks': [capture_random_state(runner.model)]}
+                return
+        else:
+            states = [capture_random_state(runner.model)]
         checkpoint[CHECKPOINT_KEY] = {'world_size': get_world_size(), 'ranks': states}
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:

@@ -41,14 +41,14 @@ def tiny_data(tmp_path_factory):
 
 
 def _probe_config(tmp_path) -> str:
-    """The tiny config plus the per-rank weight probe (and no checkpoint file)."""
+    """The tiny config plus the per-rank weight probe; one checkpoint, at the end."""
     path = tmp_path / 'icmsr_tiny_probe.py'
     path.write_text(
         f'_base_ = [{TINY!r}]\n'
         "custom_imports = dict(imports=['rank_probe'], allow_failed_imports=False)\n"
         f"custom_hooks = [dict(type='RankWeightsProbeHook', out_dir={str(tmp_path)!r})]\n"
-        # Only rank 0 enters CheckpointHook's save; keep this test about training.
-        'default_hooks = dict(checkpoint=dict(interval=1000, save_last=False))\n')
+        # Only rank 0 enters CheckpointHook's save: it must not wait for the other rank.
+        f'default_hooks = dict(checkpoint=dict(interval={ITERS}, save_last=True))\n')
     return str(path)
 
 
@@ -77,6 +77,11 @@ def test_torchrun_train_two_cpu_ranks_end_equal(tiny_data, tmp_path):
     assert any(k.startswith('aux_diffusion.') for k in p0)
     for key in p0:
         assert torch.equal(p0[key], p1[key]), key
+    # The checkpoint holds both ranks' random streams (gathered on every rank before the save).
+    ckpt = torch.load(tmp_path / 'work' / f'iter_{ITERS}.pth', map_location='cpu',
+                      weights_only=False)
+    saved = ckpt['random_states']
+    assert saved['world_size'] == 2 and len(saved['ranks']) == 2
     moved = [k for k in p0 if not torch.equal(p0[k], before[0]['params'][k])]
     assert any(k.startswith('generator.') for k in moved)
     assert any(k.startswith('aux_diffusion.') for k in moved)
