@@ -78,7 +78,11 @@ def _base_models(model_cfg: Mapping[str, Any]) -> Dict[str, str]:
         if sub.get('from_pretrained'):
             where = str(sub['from_pretrained'])
             where += f"/{sub['subfolder']}" if sub.get('subfolder') else ''
-            found[key] = where + f"@{sub.get('revision') or 'main'}"
+            if sub.get('revision'):
+                where += f"@{sub['revision']}"
+            elif not os.path.isdir(str(sub['from_pretrained'])):
+                where += ' (revision not pinned: the hub default branch)'
+            found[key] = where
         else:
             found[key] = 'random weights from an architecture config (not a released model)'
     return found
@@ -114,8 +118,10 @@ def model_card(meta: Mapping[str, Any], metrics: Optional[Mapping[str, Any]] = N
     for part in ('unet_lora', 'vae_lora'):
         info = meta.get(part)
         if info:
-            lines.append(f"| {part.split('_')[0]} | `{info['file']}` | {info['rank']} | "
-                         f"{info['alpha']} | {len(info['targets'])} |")
+            files = f"`{info['file']}`" + (f' (diffusers: `{DIFFUSERS_LORA_FILE}`)'
+                                           if part == 'unet_lora' else '')
+            lines.append(f"| {part.split('_')[0]} | {files} | {info['rank']} | "
+                         f"{float(info['alpha']):g} | {len(info['targets'])} |")
     if meta.get('conv_in'):
         lines.append(f"| unet conv_in (full weights) | `{meta['conv_in']}` | - | - | 1 |")
     lines += ['', '## Use it', '', '```python',
