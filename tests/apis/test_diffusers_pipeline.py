@@ -124,3 +124,23 @@ def test_from_pretrained_names_a_folder_without_lora(pipe, tmp_path):
     shutil.rmtree(os.path.join(folder, 'icmsr_lora'))
     with pytest.raises(FileNotFoundError, match='icmsr_lora/'):
         ICMSRPipeline.from_pretrained(folder)
+
+
+def test_readme_diffusers_snippet_runs(export_dir, trained, tmp_path, monkeypatch):
+    import re
+    from tiny_config import ROOT
+    readme = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
+    section = readme.split('## Use it from diffusers', 1)[1]
+    snippet = re.search(r'```python\n(.*?)```', section, re.S).group(1)
+    os.makedirs(tmp_path / 'exports')
+    os.symlink(export_dir, tmp_path / 'exports' / 'icmsr_multi')
+    pixels = write_png(str(tmp_path / 'photo.jpg.png'), 8, 12, seed=4)
+    Image.fromarray(pixels).save(tmp_path / 'photo.jpg', quality=95)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, 'README.md', 'exec'), {})  # the snippet exactly as written
+    out = Image.open(tmp_path / 'photo_x4.png')
+    assert out.size == (48, 32)
+    from icmsr.apis import super_resolve_image
+    expected = super_resolve_image(trained, str(tmp_path / 'photo.jpg'), color_fix='wavelet')
+    assert np.array_equal(np.asarray(out), expected)
+    assert os.path.isfile(tmp_path / 'icmsr-pipeline' / 'icmsr_lora' / 'pytorch_lora_weights.safetensors')
