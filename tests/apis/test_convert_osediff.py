@@ -177,3 +177,14 @@ def test_command_line(osediff, sd21_folder, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert os.path.isfile(os.path.join(out, 'pytorch_lora_weights.safetensors'))
     assert os.path.isfile(os.path.join(out, 'osediff_sd21.pth'))
+    # tools/infer.py takes the export as it is (no config): x4 with the config's settings.
+    from PIL import Image
+    from apis_helpers import write_png
+    write_png(str(tmp_path / 'in' / 'a.png'), 12, 16)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'infer.py'), '--weights', out,
+                             '--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'sr'),
+                             '--device', 'cpu', '--no-progress'],
+                            capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Image.open(tmp_path / 'sr' / 'a.png').size == (64, 48)
