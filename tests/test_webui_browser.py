@@ -5,6 +5,7 @@ Needs Debian's ``chromium`` + ``chromium-driver`` and ``pip install -r requireme
 ``ICMSR_WRITE_SCREENSHOT=1`` to refresh ``docs/images/webui.png`` from the run.
 """
 import base64
+import importlib.util
 import io
 import os
 import shutil
@@ -14,6 +15,7 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -41,11 +43,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+def _wait_http(url: str, proc: subprocess.Popen, log: str, timeout: float = 60) -> None:
     end = time.time() + timeout
     while time.time() < end:
         if proc.poll() is not None:
-            raise RuntimeError(f'the app exited with {proc.returncode}:\n{proc.stdout.read()}')
+            raise RuntimeError(f'the app exited with {proc.returncode}:\n{open(log).read()[-3000:]}')
         try:
             urllib.request.urlopen(url, timeout=2)
             return
@@ -54,10 +56,8 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
     raise TimeoutError(f'{url} did not answer in {timeout} s')
 
 
-@pytest.fixture
-def export_dir(tmp_path):
+def _write_export(out: str) -> None:
     """A tiny random-weight export (its base rebuilds from base_seed in the app's process)."""
-    _requirements()
     from icmsr.apis import export_model, init_model
     from icmsr.models import OneStepSR
     cfg = tiny_model_cfg(generator=dict(lora_rank=4, timestep=999, train_conv_in=True))
@@ -65,21 +65,24 @@ def export_dir(tmp_path):
     with torch.no_grad():
         for p in model.generator.trainable_parameters():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)) * 0.05)
-    out = str(tmp_path / 'export')
     export_model(model, out, OneStepSR.inference_config(cfg))
-    return out
 
 
 @pytest.fixture
-def app_url(export_dir):
-    port = _free_port()
+def app_url(tmp_path):
+    _requirements()
+    port, export_dir = _free_port(), str(tmp_path / 'export')
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', GRADIO_ANALYTICS_ENABLED='False')
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'tools', 'webui.py'), '--export',
-                             export_dir, '--host', '127.0.0.1', '--port', str(port), '--device', 'cpu'],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The app reads the export at the first request: write it while the app starts.
+    log = str(tmp_path / 'app.log')
+    with open(log, 'w') as out:
+        proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'tools', 'webui.py'), '--export',
+                                 export_dir, '--host', '127.0.0.1', '--port', str(port), '--device',
+                                 'cpu'], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
+        _write_export(export_dir)
         url = f'http://127.0.0.1:{port}/'
-        _wait_http(url, proc)
+        _wait_http(url, proc, log)
         yield url
     finally:
         proc.terminate()
@@ -138,3 +141,41 @@ def test_upload_run_and_get_the_x4_result(app_url, tmp_path):
     if os.environ.get('ICMSR_WRITE_SCREENSHOT') == '1':
         os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
         shutil.copyfile(out, SCREENSHOT)
+
+
+def _webui():
+    spec = importlib.util.spec_from_file_location('webui', os.path.join(ROOT, 'tools', 'webui.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_model_choice_and_unreadable_files_are_explained(tmp_path, monkeypatch):
+    """Without a browser: the messages the page shows."""
+    webui = _webui()
+    monkeypatch.setattr(webui, 'DEMO_WEIGHTS', str(tmp_path / 'absent' / 'iter_200.pth'))
+    with pytest.raises(webui.ModelChoiceError, match=r'Run `bash tools/demo.sh`'):
+        webui.choose_model()
+    with pytest.raises(webui.ModelChoiceError, match='has no icmsr_lora.json'):
+        webui.choose_model(export=str(tmp_path))
+    with pytest.raises(webui.ModelChoiceError, match='needs the config it was trained with'):
+        (tmp_path / 'x.pth').write_bytes(b'')
+        webui.choose_model(weights=str(tmp_path / 'x.pth'))
+    export_dir = str(tmp_path / 'export')
+    _write_export(export_dir)
+    broken = tmp_path / 'broken.png'
+    broken.write_bytes(b'not an image')
+    good = tmp_path / 'good.png'
+    Image.fromarray((np.random.default_rng(0).random((8, 12, 3)) * 255).astype(np.uint8)).save(good)
+    calls = []
+    result = webui.super_resolve_files(webui.ModelCache('cpu'), [str(broken), str(good)],
+                                       dict(export=export_dir), 512, 'none', '', 0,
+                                       str(tmp_path / 'out'), lambda *a, **k: calls.append(a))
+    assert [name for name, _ in result['failed']] == ['broken.png']
+    assert 'could not read **broken.png**' in result['summary']
+    assert result['files'] == [str(tmp_path / 'out' / 'good_x4.png')]
+    before, after = result['pairs'][0]
+    assert before.shape == after.shape == (32, 48, 3)
+    assert Image.open(result['files'][0]).size == (48, 32)
+    # The good file is the second of two: its tiles fill the second half of the bar.
+    assert calls[0][0] > 0.5 and calls[-1][0] == pytest.approx(1.0)
