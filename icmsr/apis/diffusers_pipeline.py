@@ -62,7 +62,6 @@ class ICMSRPipeline(DiffusionPipeline):
             ``from_pretrained`` then loads).
     """
 
-    model_cpu_offload_seq = 'text_encoder->vae->unet'
 
     def __init__(self, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any,
                  icmsr_config: Optional[Dict[str, Any]] = None, lora_fused: bool = False,
@@ -112,7 +111,8 @@ class ICMSRPipeline(DiffusionPipeline):
 
         Args:
             pretrained_model_name_or_path: The folder or hub id.
-            **kwargs: ``DiffusionPipeline.from_pretrained`` arguments (``torch_dtype``...).
+            **kwargs: ``DiffusionPipeline.from_pretrained`` arguments; ``torch_dtype`` casts
+                the pipeline after the LoRA is loaded.
 
         Returns:
             The pipeline with its LoRA loaded.
@@ -121,6 +121,9 @@ class ICMSRPipeline(DiffusionPipeline):
         if not os.path.isdir(folder):
             from huggingface_hub import snapshot_download
             folder = snapshot_download(folder, revision=kwargs.get('revision'))
+        # Loaded in float32 and cast once the LoRA is in, as init_model does: the base
+        # fingerprint is taken on the weights as saved.
+        torch_dtype = kwargs.pop('torch_dtype', None)
         pipe = super().from_pretrained(folder, **kwargs)
         if not pipe.config.lora_fused:
             lora_dir = os.path.join(folder, LORA_SUBFOLDER)
@@ -128,6 +131,9 @@ class ICMSRPipeline(DiffusionPipeline):
                 raise FileNotFoundError(f'{folder!r} has no {LORA_SUBFOLDER}/ folder: it is not a '
                                         'pipeline saved by ICMSRPipeline.save_pretrained.')
             load_model_lora(pipe.sr_model, lora_dir)
+        if torch_dtype is not None:
+            pipe.to(torch_dtype)
+            pipe.sr_model.to(dtype=torch_dtype)
         return pipe
 
     def save_pretrained(self, save_directory: Union[str, os.PathLike], **kwargs: Any) -> None:

@@ -97,6 +97,13 @@ def test_save_and_from_pretrained_round_trip(pipe, photos, tmp_path):
     for a, b in zip(again.sr_model.generator.trainable_parameters(),
                     pipe.sr_model.generator.trainable_parameters()):
         assert torch.equal(a, b)
+    # torch_dtype: the fingerprint is checked on the saved weights, then everything is cast.
+    half = ICMSRPipeline.from_pretrained(folder, torch_dtype=torch.float16)
+    half.set_progress_bar_config(disable=True)
+    assert half.unet.dtype == torch.float16
+    assert all(p.dtype == torch.float16 for p in half.sr_model.generator.trainable_parameters())
+    assert torch.allclose(half(paths[0], output_type='pt').images,
+                          pipe(paths[0], output_type='pt').images, atol=0.05)
 
 
 def test_fused_pipeline_saves_folded_weights(export_dir, photos, tmp_path):
