@@ -42,6 +42,7 @@ setup(
     extras_require={
         'tests': read_requirements('tests'),
         'metrics': read_requirements('metrics'),
+        'webui': read_requirements('webui'),
         'all': read_requirements('tests') + read_requirements('metrics'),
     },
 )

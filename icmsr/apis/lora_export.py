@@ -10,6 +10,9 @@ An export folder holds:
 * ``vae_lora.safetensors`` - the VAE-encoder LoRA, keys ``vae.<module>.lora_A/B.weight``.
 * ``unet_conv_in.safetensors`` - full ``conv_in.weight``/``conv_in.bias`` when the
   generator trained its own ``conv_in``.
+* ``pytorch_lora_weights.safetensors``, ``adapter_config.json``, ``README.md`` - the
+  UNet LoRA under diffusers' default name, its peft config and a model card
+  (:mod:`icmsr.apis.diffusers_export`).
 * ``icmsr_lora.json`` - what is needed to rebuild the model: its ``OneStepSR``
   config (the base model of every component, LoRA rank/alpha/targets, the
   timestep, the upscaling factor, prompt and test settings), the fingerprint of
@@ -33,6 +36,7 @@ from icmsr.models.base_fingerprint import check_fingerprint
 from icmsr.models.generator import OneStepGenerator
 from icmsr.models.lora import module_name
 from icmsr.utils.atomic_io import atomic_path, atomic_write
+from .diffusers_export import write_diffusers_files
 
 FORMAT_VERSION = 2
 META_FILE = 'icmsr_lora.json'
@@ -69,7 +73,8 @@ def _peft_metadata(prefix: str, branches: nn.ModuleDict) -> str:
 
 
 def export_model(model: nn.Module, out_dir: str, model_cfg: Dict[str, Any],
-                 extra: Optional[Dict[str, Any]] = None, merged: bool = False) -> Dict[str, str]:
+                 extra: Optional[Dict[str, Any]] = None, merged: bool = False,
+                 metrics: Optional[Dict[str, Any]] = None) -> Dict[str, str]:
     """Write a model's LoRA (and ``conv_in``) files plus the JSON description.
 
     Args:
@@ -80,6 +85,7 @@ def export_model(model: nn.Module, out_dir: str, model_cfg: Dict[str, Any],
         extra: Anything else to record (source checkpoint, config file, version...).
         merged: Also save ``merged/unet`` and ``merged/vae`` with the LoRA folded in
             (full diffusers model folders, loadable with ``from_pretrained``).
+        metrics: Metrics reported in the model card (``README.md``).
 
     Returns:
         The written files by role.
@@ -117,9 +123,17 @@ def export_model(model: nn.Module, out_dir: str, model_cfg: Dict[str, Any],
             save_file({f'conv_in.{k}': v.detach().float().cpu().contiguous()
                        for k, v in generator.conv_in.state_dict().items()}, tmp)
     meta['conv_in'] = CONV_IN_FILE if generator.conv_in is not None else None
+    # The live scheduler's own config: ``DDPMScheduler.from_config(meta['scheduler'])``.
+    meta['scheduler'] = _plain(dict(model.scheduler.config))
+    if metrics:
+        meta['metrics'] = _plain(metrics)
     files['meta'] = os.path.join(out_dir, META_FILE)
     with atomic_write(files['meta'], 'w') as f:
         json.dump(meta, f, indent=2, sort_keys=True)
+    files.update(write_diffusers_files(
+        _branch_state(generator.unet_lora, 'unet'),
+        {'format': 'pt', _PEFT_METADATA_KEY: _peft_metadata('unet', generator.unet_lora)},
+        meta, out_dir, metrics))
     if merged:
         files.update(_save_merged(generator, os.path.join(out_dir, 'merged')))
     return files
