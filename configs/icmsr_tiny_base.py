@@ -1,0 +1,25 @@
+# The tiny ICM-SR model on a pretrained tiny base instead of random weights: the
+# architectures of icmsr_tiny.py with small but real priors (VAE autoencoder, denoising
+# UNet, colormap/Canny adapters) trained on scikit-image photos by
+#   python tools/pretrain_tiny_base.py --out configs/tiny_base --seed 0
+# (configs/tiny_base/README.md: figures and file hashes). Loaded like SD v1-4, through
+# from_pretrained + subfolder. Train/test/infer exactly as icmsr_tiny.py.
+_base_ = ['./icmsr_tiny.py']
+
+tiny_base = '{{ fileDirname }}/tiny_base'
+model = dict(
+    unet=dict(_delete_=True, type='SDUNet', from_pretrained=tiny_base, subfolder='unet'),
+    vae=dict(_delete_=True, type='SDVAE', from_pretrained=tiny_base, subfolder='vae'),
+    text_encoder=dict(_delete_=True, type='SDTextEncoder', from_pretrained=tiny_base,
+                      subfolder='text_encoder'),
+    tokenizer=dict(_delete_=True, type='SDTokenizer', from_pretrained=tiny_base,
+                   subfolder='tokenizer'),
+    scheduler=dict(_delete_=True, type='SDScheduler', from_pretrained=tiny_base,
+                   subfolder='scheduler'),
+    # The adapters were pretrained on the 8x8 antialiased colormap and grayscale Canny.
+    condition=dict(
+        adapters=[dict(type='SDT2IAdapter', from_pretrained=tiny_base, subfolder='adapter_color'),
+                  dict(type='SDT2IAdapter', from_pretrained=tiny_base, subfolder='adapter_canny')],
+        extractor=dict(recipe='antialiased8')),
+)
+work_dir = 'work_dirs/icmsr_tiny_base'
