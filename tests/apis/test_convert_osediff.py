@@ -188,3 +188,35 @@ def test_command_line(osediff, sd21_folder, tmp_path):
                             env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
     assert result.returncode == 0, result.stderr[-2000:]
     assert Image.open(tmp_path / 'sr' / 'a.png').size == (64, 48)
+
+
+def test_tools_test_py_runs_the_converted_checkpoint(osediff, sd21_folder, tmp_path):
+    """configs/osediff_sd21.py + the converted .pth through tools/test.py (the Runner's test loop)."""
+    from apis_helpers import write_png
+    from PIL import Image
+    files = convert_osediff.convert(osediff[2], str(tmp_path / 'export'), _model_cfg(sd21_folder))
+    data = tmp_path / 'pairs'
+    gt = write_png(str(data / 'test_HR' / 'a.png'), 64, 64, seed=5)
+    os.makedirs(data / 'test_LR')
+    Image.fromarray(gt).resize((16, 16), Image.BICUBIC).save(data / 'test_LR' / 'a.png')
+    loader = dict(batch_size=1, num_workers=0, persistent_workers=False, drop_last=False,
+                  sampler=dict(type='DefaultSampler', shuffle=False),
+                  dataset=dict(type='PairedImageDataset', data_root=str(data), lq_dir='test_LR',
+                               gt_dir='test_HR', pipeline=[
+                                   dict(type='LoadImageFromFile', key='lq'),
+                                   dict(type='LoadImageFromFile', key='gt'),
+                                   dict(type='PackSRInputs', keys=('gt', 'lq'))]))
+    config = tmp_path / 'osediff_tiny_test.py'
+    config.write_text(f"_base_ = [{os.path.join(ROOT, 'configs', 'osediff_sd21.py')!r}]\n"
+                      f'test_dataloader = [{loader!r}]\n'
+                      "test_evaluator = [dict(type='IQAMetrics', prefix='Tiny', metric_names=['psnr'])]\n")
+    out = tmp_path / 'metrics.json'
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'test.py'), str(config),
+                             files['checkpoint'], '--work-dir', str(tmp_path / 'work'), '--out', str(out)],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1',
+                                     ICMSR_SD21=sd21_folder))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    import json
+    metrics = json.load(open(out))
+    assert any(k.startswith('Tiny/') for k in metrics), metrics
