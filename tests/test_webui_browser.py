@@ -168,8 +168,8 @@ def test_model_choice_and_unreadable_files_are_explained(tmp_path, monkeypatch):
     good = tmp_path / 'good.png'
     Image.fromarray((np.random.default_rng(0).random((8, 12, 3)) * 255).astype(np.uint8)).save(good)
     calls = []
-    result = webui.super_resolve_files(webui.ModelCache('cpu'), [str(broken), str(good)],
-                                       dict(export=export_dir), 512, 'none', '', 0,
+    model = webui.ModelCache('cpu').get(*webui.choose_model(export=export_dir))
+    result = webui.super_resolve_files(model, [str(broken), str(good)], 512, 'none', '', 0,
                                        str(tmp_path / 'out'), lambda *a, **k: calls.append(a))
     assert [name for name, _ in result['failed']] == ['broken.png']
     assert 'could not read **broken.png**' in result['summary']

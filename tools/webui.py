@@ -106,15 +106,14 @@ def before_image(lq: torch.Tensor, size: Sequence[int]) -> np.ndarray:
     return to_uint8(resize_to(lq, size))
 
 
-def super_resolve_files(cache: ModelCache, paths: Sequence[str], model_fields: Dict[str, str],
-                        tile_size: int, color_fix: str, prompt: str, seed: Optional[int],
-                        out_dir: str, progress: Any = None) -> Dict[str, Any]:
+def super_resolve_files(model: Any, paths: Sequence[str], tile_size: int, color_fix: str,
+                        prompt: str, seed: Optional[int], out_dir: str,
+                        progress: Any = None) -> Dict[str, Any]:
     """Super-resolve uploaded files; unreadable ones are reported, not fatal.
 
     Args:
-        cache: The model cache.
+        model: The inference model (``OneStepSR``).
         paths: Uploaded image files.
-        model_fields: ``config``, ``weights``, ``export`` of the form.
         tile_size: UNet tile in output pixels.
         color_fix: One of ``COLOR_FIX_MODES``.
         prompt: Text prompt.
@@ -125,8 +124,6 @@ def super_resolve_files(cache: ModelCache, paths: Sequence[str], model_fields: D
     Returns:
         ``pairs`` [(before, after)], ``files`` (written PNGs), ``failed`` [(name, reason)], ``summary``.
     """
-    config, weights = choose_model(**model_fields)
-    model = cache.get(config, weights)
     tiles = dataclasses.replace(model.tiles, tile_size=int(tile_size),
                                 tile_overlap=min(model.tiles.tile_overlap, int(tile_size) // 2))
     pairs, files, failed = [], [], []
@@ -173,14 +170,15 @@ def build_app(cache: ModelCache, defaults: Dict[str, str]) -> Any:
             progress=gr.Progress()):
         if not paths:
             raise gr.Error('Upload at least one photo.')
-        out_dir = tempfile.mkdtemp(prefix='icmsr_webui_')
         try:
-            result = super_resolve_files(
-                cache, [getattr(p, 'name', p) for p in paths],
-                dict(config=config, weights=weights, export=export), int(tile_size), color_fix,
-                prompt, None if seed is None else int(seed), out_dir, progress)
+            model = cache.get(*choose_model(config, weights, export))
         except ModelChoiceError as err:
             raise gr.Error(str(err))
+        except (OSError, KeyError, ValueError, RuntimeError) as err:  # the model could not be built
+            raise gr.Error(f'Could not load the model: {type(err).__name__}: {err}')
+        result = super_resolve_files(model, [getattr(p, 'name', p) for p in paths], int(tile_size),
+                                     color_fix, prompt, None if seed is None else int(seed),
+                                     tempfile.mkdtemp(prefix='icmsr_webui_'), progress)
         if not result['pairs']:
             raise gr.Error('None of the files could be read as an image:\n' + '\n'.join(
                 f'{name}: {reason}' for name, reason in result['failed']))

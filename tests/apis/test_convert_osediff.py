@@ -166,25 +166,53 @@ def test_errors_name_the_problem(osediff, sd21_folder, tmp_path):
         convert_osediff.convert(osediff[2], str(tmp_path / 'y'), cfg)
 
 
-def test_command_line(osediff, sd21_folder, tmp_path):
+def test_command_line(osediff, sd21_folder, tmp_path, capsys):
     out = str(tmp_path / 'cli')
     opts = [f'model.{k}.from_pretrained={sd21_folder}'
             for k in ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler')]
-    result = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'convert_osediff.py'),
-                             osediff[2], '--out', out, '--cfg-options', *opts],
-                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT),
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert os.path.isfile(os.path.join(out, 'pytorch_lora_weights.safetensors'))
+    assert convert_osediff.main([osediff[2], '--out', out, '--cfg-options', *opts]) == 0
+    assert 'pytorch_lora_weights.safetensors' in capsys.readouterr().out
     assert os.path.isfile(os.path.join(out, 'osediff_sd21.pth'))
     # tools/infer.py takes the export as it is (no config): x4 with the config's settings.
     from PIL import Image
     from apis_helpers import write_png
     write_png(str(tmp_path / 'in' / 'a.png'), 12, 16)
-    result = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'infer.py'), '--weights', out,
-                             '--input', str(tmp_path / 'in'), '--output', str(tmp_path / 'sr'),
-                             '--device', 'cpu', '--no-progress'],
-                            capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
-    assert result.returncode == 0, result.stderr[-2000:]
+    spec = importlib.util.spec_from_file_location('infer_tool', os.path.join(ROOT, 'tools', 'infer.py'))
+    infer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(infer)
+    code = infer.main(['--weights', out, '--input', str(tmp_path / 'in'), '--output',
+                       str(tmp_path / 'sr'), '--device', 'cpu', '--no-progress'])
+    assert code == 0, capsys.readouterr()
     assert Image.open(tmp_path / 'sr' / 'a.png').size == (64, 48)
+
+
+def test_tools_test_py_runs_the_converted_checkpoint(osediff, sd21_folder, tmp_path):
+    """configs/osediff_sd21.py + the converted .pth through tools/test.py (the Runner's test loop)."""
+    from apis_helpers import write_png
+    from PIL import Image
+    files = convert_osediff.convert(osediff[2], str(tmp_path / 'export'), _model_cfg(sd21_folder))
+    data = tmp_path / 'pairs'
+    gt = write_png(str(data / 'test_HR' / 'a.png'), 64, 64, seed=5)
+    os.makedirs(data / 'test_LR')
+    Image.fromarray(gt).resize((16, 16), Image.BICUBIC).save(data / 'test_LR' / 'a.png')
+    loader = dict(batch_size=1, num_workers=0, persistent_workers=False, drop_last=False,
+                  sampler=dict(type='DefaultSampler', shuffle=False),
+                  dataset=dict(type='PairedImageDataset', data_root=str(data), lq_dir='test_LR',
+                               gt_dir='test_HR', pipeline=[
+                                   dict(type='LoadImageFromFile', key='lq'),
+                                   dict(type='LoadImageFromFile', key='gt'),
+                                   dict(type='PackSRInputs', keys=('gt', 'lq'))]))
+    config = tmp_path / 'osediff_tiny_test.py'
+    config.write_text(f"_base_ = [{os.path.join(ROOT, 'configs', 'osediff_sd21.py')!r}]\n"
+                      f'test_dataloader = [{loader!r}]\n'
+                      "test_evaluator = [dict(type='IQAMetrics', prefix='Tiny', metric_names=['psnr'])]\n")
+    out = tmp_path / 'metrics.json'
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'test.py'), str(config),
+                             files['checkpoint'], '--work-dir', str(tmp_path / 'work'), '--out', str(out)],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1',
+                                     ICMSR_SD21=sd21_folder))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    import json
+    metrics = json.load(open(out))
+    assert any(k.startswith('Tiny/') for k in metrics), metrics
