@@ -8,8 +8,9 @@ records where its base came from and a digest of a few of its frozen tensors,
 and loading compares the digests.
 
 The digest hashes the first, middle and last parameter of each component after
-rounding to bfloat16, so the same weights loaded in float32, float16 or
-bfloat16 give the same fingerprint.
+rounding to bfloat16, so the same weights loaded in float32 or bfloat16 give the
+same fingerprint. Weights loaded directly in float16 round differently; load in
+float32 and cast afterwards (``icmsr.apis.init_model`` and the pipeline do).
 """
 import hashlib
 import json
