@@ -264,7 +264,7 @@ class RealESRGANDegradation(nn.Module):
 
         Returns:
             dict with ``'gt'`` (the input, or its USM-sharpened version when
-            ``use_usm``), ``'lq'`` float32 ``(B, 3, H/scale, W/scale)`` in
+            ``usm`` is set), ``'lq'`` float32 ``(B, 3, H/scale, W/scale)`` in
             ``[0, 1]`` on multiples of 1/255, and, when ``resize_back``,
             ``'lq_up'`` float32 ``(B, 3, H, W)``, also 8-bit quantised.
         """

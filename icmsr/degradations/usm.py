@@ -74,7 +74,7 @@ def usm_sharpen(img: torch.Tensor, weight: float = 0.5, threshold: float = 10,
     if min(img.shape[-2:]) <= radius // 2:
         raise ValueError(
             f'USM with radius {radius} needs images larger than {radius // 2} px, '
-            f'got {tuple(img.shape[-2:])}; lower usm_radius or disable use_usm.')
+            f'got {tuple(img.shape[-2:])}; lower usm.radius or drop usm from the degradation.')
     kernel = gaussian_kernel1d(radius, sigma, dtype=img.dtype, device=img.device)
     blur = gaussian_blur(img, kernel)
     residual = img - blur
