@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -31,7 +30,9 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from icmsr.datasets.file_lists import load_captions, scan_images  # noqa: E402
+from icmsr.datasets.captions import load_captions  # noqa: E402
+from icmsr.datasets.file_lists import scan_images  # noqa: E402
+from icmsr.utils.atomic_io import atomic_write_text  # noqa: E402
 from icmsr.datasets.image_io import ImageLoadError, load_image_rgb  # noqa: E402
 from icmsr.models.prompt_extractors import (PRESETS, PromptExtractor,  # noqa: E402
                                             build_prompt_extractor)
@@ -93,17 +94,7 @@ def write_captions(path: str, captions: Dict[str, str]) -> None:
     else:
         text = ''.join(f'{name}\t{" ".join(caption.split())}\n'
                        for name, caption in sorted(captions.items()))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path), suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write_text(path, text)
 
 
 def extract_folder(folder: str, extractor: PromptExtractor, out: str, device: torch.device,

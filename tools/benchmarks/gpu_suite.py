@@ -106,6 +106,9 @@ def plan(args: argparse.Namespace) -> List[Dict[str, Any]]:
 def write_json_atomic(path: str, data: Any) -> None:
     """Write ``data`` as JSON through a temporary file in the same folder (never half-written).
 
+    The driver uses the standard library only (not ``icmsr.utils.atomic_io``): it must run and
+    report on a device machine where ``icmsr`` itself may fail to import.
+
     Args:
         path: Destination file.
         data: JSON-serialisable object.
