@@ -4,12 +4,6 @@
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 tools/dist_train.sh configs/icmsr_multi.py 4
 #   NNODES=2 NODE_RANK=1 MASTER_ADDR=10.0.0.1 tools/dist_train.sh configs/icmsr_multi.py 4
 set -euo pipefail
-if [ "$#" -lt 2 ]; then
-  echo "usage: $0 CONFIG GPUS_PER_NODE [tools/train.py options]" >&2
-  exit 2
-fi
+[ "$#" -ge 2 ] || { echo "usage: $0 CONFIG GPUS_PER_NODE [tools/train.py options]" >&2; exit 2; }
 TOOLS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-CONFIG=$1
-GPUS=$2
-shift 2
-exec bash "$TOOLS/dist_launch.sh" "$TOOLS/train.py" "$GPUS" "$CONFIG" "$@"
+exec bash "$TOOLS/dist_launch.sh" "$TOOLS/train.py" "$2" "$1" "${@:3}"

@@ -3,15 +3,7 @@
 #   GPUS=8 tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args...]
 # Environment: as tools/slurm_train.sh (GPUS, GPUS_PER_NODE, CPUS_PER_TASK, PORT, SRUN_ARGS).
 set -euo pipefail
-if [ "$#" -lt 4 ]; then
-  echo "usage: GPUS=N $0 PARTITION JOB_NAME CONFIG CHECKPOINT [tools/test.py options]" >&2
-  exit 2
-fi
+[ "$#" -ge 4 ] || { echo "usage: GPUS=N $0 PARTITION JOB_NAME CONFIG CHECKPOINT [tools/test.py options]" >&2
+                    exit 2; }
 TOOLS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PARTITION=$1
-JOB_NAME=$2
-CONFIG=$3
-CHECKPOINT=$4
-shift 4
-exec bash "$TOOLS/slurm_launch.sh" "$PARTITION" "$JOB_NAME" "$TOOLS/test.py" "$CONFIG" \
-    "$CHECKPOINT" "$@"
+exec bash "$TOOLS/slurm_launch.sh" "$1" "$2" "$TOOLS/test.py" "${@:3}"

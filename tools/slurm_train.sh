@@ -4,14 +4,10 @@
 # Environment: GPUS (total, default 4), GPUS_PER_NODE (default min(GPUS, 8)),
 # CPUS_PER_TASK (default 8), PORT (default 29500), SRUN_ARGS (extra srun options).
 set -euo pipefail
-if [ "$#" -lt 3 ]; then
-  echo "usage: GPUS=N $0 PARTITION JOB_NAME CONFIG [WORK_DIR] [tools/train.py options]" >&2
-  exit 2
-fi
+[ "$#" -ge 3 ] || { echo "usage: GPUS=N $0 PARTITION JOB_NAME CONFIG [WORK_DIR] [tools/train.py options]" >&2
+                    exit 2; }
 TOOLS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-PARTITION=$1
-JOB_NAME=$2
-CONFIG=$3
+PARTITION=$1 JOB_NAME=$2 CONFIG=$3
 shift 3
 WORK_DIR_ARGS=()
 if [ "$#" -gt 0 ] && [[ "$1" != -* ]]; then

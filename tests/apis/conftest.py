@@ -52,3 +52,13 @@ def _single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope='module')
+def trained(pretrained_cfg):
+    """An unfused model on the on-disk tiny base with random, non-zero LoRA ("trained")."""
+    from icmsr.apis import init_model
+    torch.manual_seed(0)
+    model = init_model(pretrained_cfg, None, fuse=False, allow_untrained=True)
+    randomize_lora(model.generator, seed=7)
+    return model

@@ -11,14 +11,6 @@ from icmsr.models import OneStepSR
 
 
 @pytest.fixture(scope='module')
-def trained(pretrained_cfg):
-    torch.manual_seed(0)
-    model = init_model(pretrained_cfg, None, fuse=False, allow_untrained=True)
-    randomize_lora(model.generator, seed=5)
-    return model
-
-
-@pytest.fixture(scope='module')
 def export_dir(trained, pretrained_cfg, tmp_path_factory):
     out = str(tmp_path_factory.mktemp('export'))
     export_model(trained, out, OneStepSR.inference_config(pretrained_cfg),

@@ -20,14 +20,6 @@ def _sr(model, seed=0):
 
 
 @pytest.fixture(scope='module')
-def trained(pretrained_cfg):
-    torch.manual_seed(0)
-    model = init_model(pretrained_cfg, None, fuse=False, allow_untrained=True)
-    randomize_lora(model.generator, seed=7)
-    return model
-
-
-@pytest.fixture(scope='module')
 def export_dir(trained, pretrained_cfg, tmp_path_factory):
     out = str(tmp_path_factory.mktemp('export'))
     export_model(trained, out, OneStepSR.inference_config(pretrained_cfg), extra=dict(note='test'),
