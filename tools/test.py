@@ -10,14 +10,13 @@ from icmsr.utils.network import go_offline_if_unreachable
 # Before the hub libraries read HF_HUB_OFFLINE: offline, fail at once instead of retrying.
 go_offline_if_unreachable()
 
-from mmengine.config import DictAction  # noqa: E402
 from mmengine.dist import is_main_process  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import icmsr  # noqa: E402,F401  (applies the checkpoint-loading shims)
 from icmsr.engine.dist import init_process_group_for  # noqa: E402
-from icmsr.engine.runner_utils import (export_local_rank, guard_checkpoint_loading,  # noqa: E402
-                                       load_config, set_work_dir)
+from icmsr.engine.runner_utils import (add_runner_args, export_local_rank,  # noqa: E402
+                                       guard_checkpoint_loading, load_config, set_work_dir)
 from icmsr.registry import RUNNERS  # noqa: E402
 from icmsr.utils.atomic_io import atomic_write_json  # noqa: E402
 
@@ -34,15 +33,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--work-dir', help='directory for the test log '
                         '(default: the config\'s work_dir, else ./work_dirs/<config name>)')
     parser.add_argument('--out', help='write the metrics to this JSON file')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='allow full unpickling of the checkpoint '
-                        '(only for files you trust: unpickling can run code)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config keys, e.g. test_dataloader.0.batch_size=2')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
-                        help='job launcher (pytorch = torchrun)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=None,
-                        help=argparse.SUPPRESS)
+    add_runner_args(parser, 'test_dataloader.0.batch_size=2')
     args = parser.parse_args()
     if args.out is not None and not args.out.endswith('.json'):
         parser.error(f'--out must name a .json file, got {args.out!r}')

@@ -11,14 +11,13 @@ from icmsr.utils.network import go_offline_if_unreachable
 # Before the hub libraries read HF_HUB_OFFLINE: offline, fail at once instead of retrying.
 go_offline_if_unreachable()
 
-from mmengine.config import DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import icmsr  # noqa: E402,F401  (applies the checkpoint-loading shims)
 from icmsr.engine.dist import init_process_group_for  # noqa: E402
-from icmsr.engine.runner_utils import (enable_amp, export_local_rank,  # noqa: E402
-                                       guard_checkpoint_loading, load_config, set_resume,
-                                       set_work_dir)
+from icmsr.engine.runner_utils import (add_runner_args, enable_amp,  # noqa: E402
+                                       export_local_rank, guard_checkpoint_loading,
+                                       load_config, set_resume, set_work_dir)
 from icmsr.registry import RUNNERS  # noqa: E402
 
 
@@ -37,15 +36,7 @@ def parse_args() -> argparse.Namespace:
                         'in the work dir')
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision with dynamic loss scaling')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='allow full unpickling of the resumed/loaded checkpoint '
-                        '(only for files you trust: unpickling can run code)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config keys, e.g. train_cfg.max_iters=1000')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
-                        help='job launcher (pytorch = torchrun)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=None,
-                        help=argparse.SUPPRESS)
+    add_runner_args(parser, 'train_cfg.max_iters=1000')
     return parser.parse_args()
 
 

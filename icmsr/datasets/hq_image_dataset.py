@@ -1,5 +1,5 @@
 """High-quality training images from folders and/or meta files (DIV2K, LSDIR, FFHQ)."""
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Any, List, Sequence, Union
 
 from icmsr.registry import DATASETS
 from .base_sr_dataset import BaseSRDataset
@@ -25,8 +25,9 @@ class HQImageDataset(BaseSRDataset):
         recursive: Whether folders are scanned recursively.
         extensions: Accepted image file extensions.
         check_exists: Whether to check at start-up that meta-file entries exist.
-        data_root, prompt, caption_file, on_bad_image, pipeline, serialize_data,
-            lazy_init, max_refetch, indices, test_mode: See :class:`BaseSRDataset`.
+        **kwargs: :class:`BaseSRDataset` arguments (``data_root``, ``prompt``,
+            ``caption_file``, ``on_bad_image``, ``pipeline``, ``serialize_data``,
+            ``lazy_init``, ``max_refetch``, ``indices``, ``test_mode``).
 
     Example:
         >>> dict(type='HQImageDataset', data_root='data',
@@ -40,16 +41,7 @@ class HQImageDataset(BaseSRDataset):
                  recursive: bool = True,
                  extensions: Sequence[str] = IMAGE_EXTENSIONS,
                  check_exists: bool = True,
-                 data_root: str = '',
-                 prompt: str = '',
-                 caption_file: Optional[str] = None,
-                 on_bad_image: str = 'skip',
-                 pipeline: Sequence[Union[dict, Callable]] = (),
-                 serialize_data: bool = True,
-                 lazy_init: bool = False,
-                 max_refetch: int = 1000,
-                 indices: Optional[Union[int, Sequence[int]]] = None,
-                 test_mode: bool = False) -> None:
+                 **kwargs: Any) -> None:
         self.folders = [folders] if isinstance(folders, str) else list(folders or [])
         self.meta_files = ([meta_files] if isinstance(meta_files, (str, dict))
                            else list(meta_files or []))
@@ -58,11 +50,7 @@ class HQImageDataset(BaseSRDataset):
         self.recursive = recursive
         self.extensions = tuple(extensions)
         self.check_exists = check_exists
-        super().__init__(
-            data_root=data_root, prompt=prompt, caption_file=caption_file,
-            on_bad_image=on_bad_image, pipeline=pipeline, serialize_data=serialize_data,
-            lazy_init=lazy_init, max_refetch=max_refetch, indices=indices,
-            test_mode=test_mode)
+        super().__init__(**kwargs)
 
     def list_items(self) -> List[dict]:
         """List the images of every folder and meta file.

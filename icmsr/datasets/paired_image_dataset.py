@@ -1,6 +1,6 @@
 """Paired LQ/GT test sets (StableSR layout) and LQ-only inference folders."""
 import os.path as osp
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence
 
 from icmsr.registry import DATASETS
 from .base_sr_dataset import BaseSRDataset
@@ -45,8 +45,8 @@ class PairedImageDataset(BaseSRDataset):
         on_bad_image: Defaults to ``'raise'``: a corrupt test image is an error
             naming the file.
         test_mode: Defaults to True (evaluation set).
-        data_root, prompt, caption_file, pipeline, serialize_data, lazy_init,
-            max_refetch, indices: See :class:`BaseSRDataset`.
+        **kwargs: the other :class:`BaseSRDataset` arguments (``prompt``, ``caption_file``,
+            ``pipeline``, ``serialize_data``, ``lazy_init``, ``max_refetch``, ``indices``).
     """
 
     def __init__(self,
@@ -56,15 +56,9 @@ class PairedImageDataset(BaseSRDataset):
                  filename_tmpl: str = '{}',
                  recursive: bool = False,
                  extensions: Sequence[str] = IMAGE_EXTENSIONS,
-                 prompt: str = '',
-                 caption_file: Optional[str] = None,
                  on_bad_image: str = 'raise',
-                 pipeline: Sequence[Union[dict, Callable]] = (),
-                 serialize_data: bool = True,
-                 lazy_init: bool = False,
-                 max_refetch: int = 1000,
-                 indices: Optional[Union[int, Sequence[int]]] = None,
-                 test_mode: bool = True) -> None:
+                 test_mode: bool = True,
+                 **kwargs: Any) -> None:
         if '{}' not in filename_tmpl:
             raise ValueError(f"filename_tmpl must contain '{{}}', got {filename_tmpl!r}")
         self.lq_dir = lq_dir
@@ -72,11 +66,8 @@ class PairedImageDataset(BaseSRDataset):
         self.filename_tmpl = filename_tmpl
         self.recursive = recursive
         self.extensions = tuple(extensions)
-        super().__init__(
-            data_root=data_root, prompt=prompt, caption_file=caption_file,
-            on_bad_image=on_bad_image, pipeline=pipeline, serialize_data=serialize_data,
-            lazy_init=lazy_init, max_refetch=max_refetch, indices=indices,
-            test_mode=test_mode)
+        super().__init__(data_root=data_root, on_bad_image=on_bad_image, test_mode=test_mode,
+                         **kwargs)
 
     def list_items(self) -> List[dict]:
         """Match LQ and GT files by stem.

@@ -3,6 +3,7 @@
 The tools stay thin: everything that turns a flag into a config change lives
 here, where it can be tested without starting a Runner.
 """
+import argparse
 import os
 import os.path as osp
 import pickle
@@ -18,6 +19,27 @@ from icmsr.engine.config_checks import config_key_warnings, follow_max_iters
 
 class ConfigKeyWarning(UserWarning):
     """A config key or ``--cfg-options`` path that nothing is likely to read."""
+
+
+def add_runner_args(parser: argparse.ArgumentParser, cfg_example: str) -> None:
+    """Add the flags every Runner tool shares (as MMEngine's tools name them).
+
+    ``--trust-checkpoint``, ``--cfg-options``, ``--launcher`` and torchrun's ``--local-rank``.
+
+    Args:
+        parser: the tool's parser.
+        cfg_example: an example ``--cfg-options`` entry for the help text.
+    """
+    from mmengine.config import DictAction
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='allow full unpickling of the loaded checkpoint '
+                        '(only for files you trust: unpickling can run code)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help=f'override config keys, e.g. {cfg_example}')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='job launcher (pytorch = torchrun)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=None,
+                        help=argparse.SUPPRESS)
 
 
 def load_config(path: str, cfg_options: Optional[Dict] = None) -> Config:

@@ -37,6 +37,16 @@ def _match_reference(reference: torch.Tensor, size: Tuple[int, int]) -> torch.Te
     return F.interpolate(reference, size=size, mode='bicubic', align_corners=False).clamp(0, 1)
 
 
+def _apply(fix, image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Run ``fix(img, ref)`` on float32 batches (reference resized), clamp, restore shape and dtype."""
+    img, squeezed = _as_batch(image, 'image')
+    ref, _ = _as_batch(reference, 'reference')
+    dtype = img.dtype
+    img, ref = img.float(), ref.float()
+    out = fix(img, _match_reference(ref, img.shape[-2:])).clamp(0, 1).to(dtype)
+    return out[0] if squeezed else out
+
+
 def adain_color_fix(image: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Match per-channel mean and standard deviation of ``image`` to ``reference``.
 
@@ -49,16 +59,13 @@ def adain_color_fix(image: torch.Tensor, reference: torch.Tensor, eps: float = 1
     Returns:
         The corrected image, same shape and dtype as ``image``, in ``[0, 1]``.
     """
-    img, squeezed = _as_batch(image, 'image')
-    ref, _ = _as_batch(reference, 'reference')
-    dtype = img.dtype
-    img, ref = img.float(), ref.float()
-    ref = _match_reference(ref, img.shape[-2:])
-    # Unbiased variance, as torch.var does by default; both sides use the same estimator.
-    i_mean, i_std = img.mean((2, 3), keepdim=True), (img.var((2, 3), keepdim=True) + eps).sqrt()
-    r_mean, r_std = ref.mean((2, 3), keepdim=True), (ref.var((2, 3), keepdim=True) + eps).sqrt()
-    out = ((img - i_mean) / i_std * r_std + r_mean).clamp(0, 1).to(dtype)
-    return out[0] if squeezed else out
+    def fix(img: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        # Unbiased variance, as torch.var does by default; both sides use the same estimator.
+        i_mean, i_std = img.mean((2, 3), keepdim=True), (img.var((2, 3), keepdim=True) + eps).sqrt()
+        r_mean, r_std = ref.mean((2, 3), keepdim=True), (ref.var((2, 3), keepdim=True) + eps).sqrt()
+        return (img - i_mean) / i_std * r_std + r_mean
+
+    return _apply(fix, image, reference)
 
 
 def wavelet_blur(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -105,15 +112,10 @@ def wavelet_color_fix(image: torch.Tensor, reference: torch.Tensor, levels: int 
     Returns:
         The corrected image, same shape and dtype as ``image``, in ``[0, 1]``.
     """
-    img, squeezed = _as_batch(image, 'image')
-    ref, _ = _as_batch(reference, 'reference')
-    dtype = img.dtype
-    img, ref = img.float(), ref.float()
-    ref = _match_reference(ref, img.shape[-2:])
-    high, _ = wavelet_decompose(img, levels)
-    _, low = wavelet_decompose(ref, levels)
-    out = (high + low).clamp(0, 1).to(dtype)
-    return out[0] if squeezed else out
+    def fix(img: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        return wavelet_decompose(img, levels)[0] + wavelet_decompose(ref, levels)[1]
+
+    return _apply(fix, image, reference)
 
 
 def color_fix(image: torch.Tensor, reference: torch.Tensor, mode: str = 'none') -> torch.Tensor:

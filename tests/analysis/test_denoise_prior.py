@@ -1,22 +1,16 @@
 """Figure-2 tool on a tiny random teacher: grid layout, RMSE table, adapter effect, errors."""
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[2] / 'tools' / 'analysis' / 'denoise_prior.py'
-
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('denoise_prior_tool', SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from tool_loading import load_tool
+    return load_tool('tools/analysis/denoise_prior.py')
 
 
 def _config(tmp_path, condition='multi'):

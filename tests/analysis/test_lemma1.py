@@ -1,18 +1,12 @@
 """Lemma 1 experiment: the dense condition collapses eps_psi onto eps; the sparse one does not."""
-import importlib.util
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / 'tools' / 'analysis' / 'lemma1.py'
 
 
 @pytest.fixture(scope='module')
 def lemma1():
-    spec = importlib.util.spec_from_file_location('lemma1_tool', SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from tool_loading import load_tool
+    return load_tool('tools/analysis/lemma1.py')
 
 
 @pytest.fixture(scope='module')

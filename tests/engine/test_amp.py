@@ -18,14 +18,6 @@ from model_testlib import build_tiny, hq_batch  # noqa: E402
 WRAPPER = 'AutocastNonFiniteGuardOptimWrapper'
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _optim(model, **wrapper):
     part = dict(type=WRAPPER, optimizer=dict(type='AdamW', lr=1e-3), clip_grad=dict(max_norm=1.0),
                 **wrapper)

@@ -8,7 +8,6 @@ all-reduced, not skipped).
 """
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
@@ -25,21 +24,6 @@ pytestmark = pytest.mark.skipif(
     reason='torch.distributed with gloo is required')
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope='module')
-def tiny_data(tmp_path_factory):
-    from demo_data import make_synthetic_paired_set, skimage_training_images
-    root = tmp_path_factory.mktemp('tiny_data')
-    skimage_training_images(str(root / 'train'), size=96, names=['astronaut', 'coffee'])
-    make_synthetic_paired_set(str(root / 'test'), num_images=2, gt_size=128, scale=4)
-    return root
-
-
 def _probe_config(tmp_path) -> str:
     """The tiny config plus the per-rank weight probe; one checkpoint, at the end."""
     path = tmp_path / 'icmsr_tiny_probe.py'
@@ -52,11 +36,11 @@ def _probe_config(tmp_path) -> str:
     return str(path)
 
 
-def test_torchrun_train_two_cpu_ranks_end_equal(tiny_data, tmp_path):
+def test_torchrun_train_two_cpu_ranks_end_equal(tiny_data, free_port, tmp_path):
     env = dict(os.environ, ICMSR_TINY_DATA=str(tiny_data), OMP_NUM_THREADS='1',
                PYTHONPATH=os.pathsep.join([ROOT, HERE]), CUDA_VISIBLE_DEVICES='')
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-           '--master_addr=127.0.0.1', f'--master_port={_free_port()}',
+           '--master_addr=127.0.0.1', f'--master_port={free_port}',
            'tools/train.py', _probe_config(tmp_path), '--launcher', 'pytorch',
            '--work-dir', str(tmp_path / 'work'),
            '--cfg-options', f'train_cfg.max_iters={ITERS}', 'train_cfg.val_interval=1000',

@@ -8,7 +8,6 @@ without DDP.
 """
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
@@ -23,19 +22,13 @@ pytestmark = pytest.mark.skipif(
     reason='torch.distributed with gloo is required')
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope='module')
-def ranks(tmp_path_factory):
+def ranks(tmp_path_factory, free_port):
     """Run the two-rank job once; return both ranks' results."""
     out = tmp_path_factory.mktemp('ddp')
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH=ddp_worker.ROOT)
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
-           '--master_addr=127.0.0.1', f'--master_port={_free_port()}',
+           '--master_addr=127.0.0.1', f'--master_port={free_port}',
            osp.join(HERE, 'ddp_worker.py'), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

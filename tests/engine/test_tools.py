@@ -25,15 +25,6 @@ def _run(args, env):
     return proc.stdout + proc.stderr
 
 
-@pytest.fixture(scope='module')
-def tiny_data(tmp_path_factory):
-    from demo_data import make_synthetic_paired_set, skimage_training_images
-    root = tmp_path_factory.mktemp('tiny_data')
-    skimage_training_images(str(root / 'train'), size=96, names=['astronaut', 'coffee'])
-    make_synthetic_paired_set(str(root / 'test'), num_images=2, gt_size=128, scale=4)
-    return root
-
-
 def _short(iters):
     return ['--cfg-options', f'train_cfg.max_iters={iters}', 'train_cfg.val_interval=1000',
             f'param_scheduler.0.end={iters}', f'param_scheduler.0.T_max={iters}',

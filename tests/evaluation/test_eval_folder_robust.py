@@ -60,10 +60,15 @@ def test_exif_rotated_gt_scores_against_upright_prediction(tmp_path):
     assert code == 0 and per_image['e'] == pytest.approx(80.0, abs=1e-3)  # identical once upright
 
 
-def test_corrupt_file_named_counted_run_continues_exit_1(tmp_path, capsys):
+def _folders(tmp_path):
     pred, gt = tmp_path / 'pred', tmp_path / 'gt'
     pred.mkdir()
     gt.mkdir()
+    return pred, gt
+
+
+def test_corrupt_file_named_counted_run_continues_exit_1(tmp_path, capsys):
+    pred, gt = _folders(tmp_path)
     for i, k in enumerate('abc'):
         Image.fromarray(_rgb(i)).save(gt / f'{k}.png')
         Image.fromarray(_rgb(i)).save(pred / f'{k}.png')
@@ -80,9 +85,7 @@ def test_corrupt_file_named_counted_run_continues_exit_1(tmp_path, capsys):
 
 
 def test_strict_requires_a_prediction_per_gt(tmp_path, capsys):
-    pred, gt = tmp_path / 'pred', tmp_path / 'gt'
-    pred.mkdir()
-    gt.mkdir()
+    pred, gt = _folders(tmp_path)
     for i, k in enumerate('ab'):
         Image.fromarray(_rgb(i)).save(gt / f'{k}.png')
     Image.fromarray(_rgb(0)).save(pred / 'a.png')

@@ -121,17 +121,13 @@ def main() -> None:
                       f'params {res["params_m"]:8.1f} M (trainable {res["trainable_m"]:.2f} M)  '
                       f'build {res["build_s"]:.1f} s', flush=True)
     for arch, res in results.items():
-        for reg in regs:
-            a, b = res.get(f'shared/{reg}'), res.get(f'naive/{reg}')
+        # Ratios: shared/naive layout per regulariser, TSD/VSD per layout.
+        pairs = [(f'{reg}: shared/naive', f'shared/{reg}', f'naive/{reg}') for reg in regs]
+        pairs += [(f'{layout}: tsd/vsd', f'{layout}/tsd', f'{layout}/vsd') for layout in layouts]
+        for label, top, bottom in pairs:
+            a, b = res.get(top), res.get(bottom)
             if a and b:
-                print(f'{arch} {reg}: shared/naive peak RSS = '
-                      f'{a["peak_rss_gb"] / b["peak_rss_gb"]:.2f}x, '
-                      f'time = {a["step_s"] / b["step_s"]:.2f}x')
-        for layout in layouts:
-            a, b = res.get(f'{layout}/tsd'), res.get(f'{layout}/vsd')
-            if a and b:
-                print(f'{arch} {layout}: tsd/vsd peak RSS = '
-                      f'{a["peak_rss_gb"] / b["peak_rss_gb"]:.2f}x, '
+                print(f'{arch} {label} peak RSS = {a["peak_rss_gb"] / b["peak_rss_gb"]:.2f}x, '
                       f'time = {a["step_s"] / b["step_s"]:.2f}x')
 
 if __name__ == '__main__':
