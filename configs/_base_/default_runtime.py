@@ -7,8 +7,9 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
     # Trainable weights + optimizer/scheduler/loop state every `interval` iterations;
-    # the last 3 are kept (the frozen SD weights are never written).
-    checkpoint=dict(type='CheckpointHook', interval=5000, by_epoch=False,
+    # the last 3 are kept (the frozen SD weights are never written). Checkpoints and
+    # the `last_checkpoint` pointer are replaced atomically, never written in place.
+    checkpoint=dict(type='AtomicCheckpointHook', interval=5000, by_epoch=False,
                     max_keep_ckpts=3, save_last=True),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     # Exact --resume: the random streams of every rank go into the checkpoint.

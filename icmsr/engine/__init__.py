@@ -1,5 +1,5 @@
 """Runner parts: training/test loops, hooks, guarded optimizer wrappers, optimizer constructor."""
-from .checkpoint_io import use_atomic_local_backend
+from .checkpoint_io import AtomicCheckpointHook, use_atomic_local_backend  # noqa: F401
 from .loops import ExactResumeIterBasedTrainLoop  # noqa: F401
 from .nan_guard import (AmpNonFiniteGuardOptimWrapper, NonFiniteGuardHook,  # noqa: F401
                         NonFiniteGuardOptimWrapper)

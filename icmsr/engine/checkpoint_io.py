@@ -7,9 +7,10 @@ whose ``put``/``put_text`` go through :func:`icmsr.utils.atomic_io.atomic_write`
 importing :mod:`icmsr.engine` registers it for local paths (MMEngine's
 documented ``register_backend(..., force=True)``). A run killed while saving
 leaves the previous checkpoints and at most a hidden temporary file, never a
-partial ``iter_N.pth``. (``CheckpointHook`` writes the few bytes of
-``last_checkpoint`` with a plain ``open``; :func:`resolve_resume` treats an
-empty or dangling ``last_checkpoint`` as the clear error it is.)
+partial ``iter_N.pth``. ``CheckpointHook`` writes the ``last_checkpoint`` pointer
+with a plain ``open`` of ``<runner.work_dir>/last_checkpoint``;
+:class:`AtomicCheckpointHook` (the configs' checkpoint hook) lets it write into a
+hidden staging folder instead and moves the pointer into place atomically.
 
 Resuming: :func:`resolve_resume` picks the file ``--resume`` starts from. The
 newest checkpoint named by ``last_checkpoint`` is checked (a ``torch.save`` file
@@ -17,16 +18,21 @@ is a zip archive whose every member must pass its CRC); when it is truncated or
 unreadable, the newest intact one of the work dir is used instead, with a
 warning naming both.
 """
+import contextlib
 import os
 import os.path as osp
 import re
+import shutil
+import tempfile
 import warnings
 import zipfile
-from typing import List, Optional, Union
+from typing import Any, Iterator, List, Optional, Union
 
 from mmengine.fileio import LocalBackend, register_backend
+from mmengine.hooks import CheckpointHook
 
-from icmsr.utils.atomic_io import atomic_write
+from icmsr.registry import HOOKS
+from icmsr.utils.atomic_io import atomic_write, atomic_write_text
 
 _CKPT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
 
@@ -60,6 +66,89 @@ class AtomicLocalBackend(LocalBackend):
 def use_atomic_local_backend() -> None:
     """Make MMEngine's file I/O write local files through :class:`AtomicLocalBackend`."""
     register_backend('local', AtomicLocalBackend, force=True, prefixes='')
+
+
+class _StagedPointerRunner:
+    """The runner as ``CheckpointHook`` sees it, with ``work_dir`` a hidden staging folder.
+
+    ``work_dir`` is read by the hook's save methods for one thing only, the path of
+    the ``last_checkpoint`` pointer (the checkpoint folder ``out_dir`` was fixed in
+    ``before_train`` from the real runner). The staging folder is created in the
+    real work dir (same file system, so the final rename is atomic) on first read,
+    that is only when a checkpoint is saved. Everything else is the runner's own.
+    """
+
+    def __init__(self, runner: Any):
+        self._runner = runner
+        self._staging: Optional[str] = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runner, name)
+
+    @property
+    def work_dir(self) -> str:
+        """A fresh hidden folder inside the real work dir."""
+        if self._staging is None:
+            self._staging = tempfile.mkdtemp(prefix='.last_checkpoint.', dir=self._runner.work_dir)
+        return self._staging
+
+    def publish(self) -> None:
+        """Move a staged pointer over ``<work_dir>/last_checkpoint`` and remove the folder."""
+        if self._staging is None:
+            return
+        staged = osp.join(self._staging, 'last_checkpoint')
+        if osp.isfile(staged):
+            with open(staged, encoding='utf-8') as f:
+                text = f.read()
+            atomic_write_text(osp.join(self._runner.work_dir, 'last_checkpoint'), text)
+        self.discard()
+
+    def discard(self) -> None:
+        """Remove the staging folder and whatever it holds."""
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
+
+
+@contextlib.contextmanager
+def _staged_pointer(runner: Any) -> Iterator[_StagedPointerRunner]:
+    """Yield the staged runner view; publish its pointer if the block ends normally."""
+    staged = _StagedPointerRunner(runner)
+    try:
+        yield staged
+    except BaseException:
+        staged.discard()  # a save that failed half-way must not replace the pointer
+        raise
+    staged.publish()
+
+
+@HOOKS.register_module()
+class AtomicCheckpointHook(CheckpointHook):
+    """MMEngine's ``CheckpointHook`` whose ``last_checkpoint`` pointer is replaced atomically.
+
+    The hook writes ``<work_dir>/last_checkpoint`` in place (truncate, then write), so a
+    run killed in between leaves an empty pointer and ``--resume`` has nothing to
+    follow. Its three saving hook methods are called here with a view of the runner
+    whose ``work_dir`` is a hidden staging folder; the pointer written there is then
+    moved into place with :func:`icmsr.utils.atomic_io.atomic_write_text`. The
+    checkpoint files themselves are atomic through :class:`AtomicLocalBackend`. All
+    arguments are ``CheckpointHook``'s.
+    """
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        """``CheckpointHook.after_train_iter`` with the pointer staged."""
+        with _staged_pointer(runner) as staged:
+            super().after_train_iter(staged, batch_idx, data_batch, outputs)
+
+    def after_train_epoch(self, runner) -> None:
+        """``CheckpointHook.after_train_epoch`` with the pointer staged."""
+        with _staged_pointer(runner) as staged:
+            super().after_train_epoch(staged)
+
+    def after_val_epoch(self, runner, metrics) -> None:
+        """``CheckpointHook.after_val_epoch`` (best checkpoints) with the pointer staged."""
+        with _staged_pointer(runner) as staged:
+            super().after_val_epoch(staged, metrics)
 
 
 class ResumeFallbackWarning(UserWarning):

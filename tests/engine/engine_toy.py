@@ -114,7 +114,7 @@ def toy_runner_cfg(work_dir: str, max_iters: int, ckpt_interval: int = 3, **mode
         param_scheduler=[dict(type='CosineAnnealingLR', by_epoch=False, begin=0,
                               end=max_iters, T_max=max_iters)],
         default_hooks=dict(
-            checkpoint=dict(type='CheckpointHook', interval=ckpt_interval, by_epoch=False),
+            checkpoint=dict(type='AtomicCheckpointHook', interval=ckpt_interval, by_epoch=False),
             logger=dict(type='LoggerHook', interval=1),
             random_state=dict(type='RandomStateHook'),
             nan_guard=dict(type='NonFiniteGuardHook', max_consecutive=3)),

@@ -11,7 +11,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from engine_toy import toy_runner_cfg
-from icmsr.engine.checkpoint_io import ResumeFallbackWarning, checkpoint_problem
+from icmsr.engine.checkpoint_io import (ResumeFallbackWarning, checkpoint_problem,
+                                        resolve_resume)
 from icmsr.engine.runner_utils import set_resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -103,3 +104,48 @@ def test_explicit_truncated_checkpoint_named(tmp_path):
     path.write_bytes(path.read_bytes()[:300])
     with pytest.raises(RuntimeError, match='iter_5.pth is unreadable'):
         set_resume(Config(dict(work_dir=str(tmp_path))), str(path))
+
+
+class _KilledWhileWritingPointer(Exception):
+    """Stands for a run killed after ``last_checkpoint`` was truncated, before its bytes."""
+
+
+@pytest.mark.parametrize('hook_type', ['AtomicCheckpointHook', 'CheckpointHook'])
+def test_pointer_killed_mid_write_keeps_the_previous_one(tmp_path, monkeypatch, hook_type):
+    """A kill inside the second pointer write must leave the first ``last_checkpoint``.
+
+    MMEngine's own hook truncates the real pointer first (the observed empty
+    ``last_checkpoint``); ours writes a staged copy and replaces the pointer atomically.
+    """
+    import mmengine.hooks.checkpoint_hook as hook_module
+    pointer_writes = []
+
+    def open_killing_second_pointer_write(file, mode='r', *args, **kwargs):
+        handle = open(file, mode, *args, **kwargs)  # 'w' truncates, as the real open does
+        if os.path.basename(str(file)) == 'last_checkpoint' and 'w' in mode:
+            pointer_writes.append(file)
+            if len(pointer_writes) == 2:
+                handle.close()
+                raise _KilledWhileWritingPointer(str(file))
+        return handle
+
+    monkeypatch.setattr(hook_module, 'open', open_killing_second_pointer_write, raising=False)
+    kwargs = toy_runner_cfg(str(tmp_path), max_iters=4, ckpt_interval=2)
+    kwargs['default_hooks']['checkpoint']['type'] = hook_type
+    with pytest.raises(_KilledWhileWritingPointer):
+        Runner(**kwargs).train()
+    pointer = (tmp_path / 'last_checkpoint').read_text()
+    if hook_type == 'CheckpointHook':
+        assert pointer == ''  # the failure the atomic hook exists for
+        return
+    assert pointer == str(tmp_path / 'iter_2.pth')
+    assert checkpoint_problem(str(tmp_path / 'iter_4.pth')) is None  # the save itself was whole
+    assert not [n for n in os.listdir(tmp_path) if n.startswith('.last_checkpoint')]
+    assert resolve_resume(str(tmp_path)) == str(tmp_path / 'iter_2.pth')
+
+
+def test_atomic_hook_writes_the_same_pointer(tmp_path):
+    """Without a kill the pointer names the newest checkpoint, as MMEngine's does."""
+    _train(tmp_path, 4)
+    assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'iter_4.pth')
+    assert not [n for n in os.listdir(tmp_path) if n.startswith('.last_checkpoint')]
