@@ -147,3 +147,24 @@ def test_pretraining_is_bitwise_reproducible(tmp_path):
         assert _sha256(tmp_path / 'a' / name) == _sha256(tmp_path / 'b' / name), name
     other = script.pretrain(1, steps, images=images, log=False)
     assert not torch.equal(other['unet'].conv_in.weight, first['unet.conv_in.weight'])
+
+
+def test_documented_command_writes_a_loadable_base(tmp_path):
+    """The README's command end to end (one step per stage): figures, hashes, loadable folder."""
+    register_all_modules()
+    out = tmp_path / 'base'
+    _script().main(['--out', str(out), '--seed', '0', '--vae-steps', '1', '--unet-steps', '1',
+                    '--adapter-steps', '1'])
+    readme = (out / 'README.md').read_text()
+    assert f'python tools/pretrain_tiny_base.py --out {out} --seed 0 --vae-steps 1' in readme
+    for figure in ('vae_psnr', 'denoise_loss', 'x0_mse_text', 'x0_mse_color', 'x0_mse_canny'):
+        assert re.search(rf'\| {figure} \| -?\d+\.\d+ \|', readme), figure
+    listed = dict(re.findall(r'\| `([^`]+)` \| `([0-9a-f]{64})` \|', readme))
+    assert sorted(listed) == [f for f in _files(out) if f != 'README.md']
+    assert all(_sha256(out / name) == digest for name, digest in listed.items())
+    # Loaded back through the builders the configs use, as configs/icmsr_tiny_base.py does.
+    builders = dict(unet='SDUNet', vae='SDVAE', text_encoder='SDTextEncoder',
+                    tokenizer='SDTokenizer', scheduler='SDScheduler',
+                    adapter_color='SDT2IAdapter', adapter_canny='SDT2IAdapter')
+    for sub, builder in builders.items():
+        MODELS.build(dict(type=builder, from_pretrained=str(out), subfolder=sub))

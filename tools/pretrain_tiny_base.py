@@ -264,7 +264,7 @@ def evaluate(stack: Dict[str, Any], seed: int) -> Dict[str, float]:
             ConditionExtractor(mode=mode, recipe='antialiased8')(crops)))
     for name, feats in rows.items():
         pred = run(feats, (600, 900))
-        x0 = x0_from_eps(pred['z_t'], pred['eps'], sched.alphas_cumprod, pred['t'])
+        x0 = x0_from_eps(sched, pred['z_t'], pred['eps'], pred['t'])
         out[f'x0_mse_{name}'] = float(F.mse_loss(x0, latents))
     return out
 
