@@ -21,5 +21,15 @@ model = dict(
         adapters=[dict(type='SDT2IAdapter', from_pretrained=tiny_base, subfolder='adapter_color'),
                   dict(type='SDT2IAdapter', from_pretrained=tiny_base, subfolder='adapter_canny')],
         extractor=dict(recipe='antialiased8')),
+    # The base was pretrained with the empty prompt only and its text encoder is random,
+    # so classifier-free guidance would amplify nothing but that encoder's response to
+    # the negative prompt: the teacher is queried unguided (docs/training.md: held-out
+    # PSNR after 200 iterations 9.1 dB at 7.5, 17.8 dB at 1.0).
+    regularizer=dict(cfg_scale=1.0),
 )
+# LoRA rank 4 on a UNet this small barely moves in 200 iterations at the tiny config's
+# 1e-4 (docs/training.md).
+optim_wrapper = dict(
+    generator=dict(optimizer=dict(lr=1e-3)),
+    aux_diffusion=dict(optimizer=dict(lr=1e-3)))
 work_dir = 'work_dirs/icmsr_tiny_base'

@@ -4,12 +4,16 @@
 
 1. writes the training images (scikit-image's sample photos, 128 px) and a small
    synthetic paired test set (seed 0, GT 128 px, LQ 32 px) under ``DIR/data``;
-2. ``tools/train.py configs/icmsr_tiny.py`` (a few hundred iterations);
+2. ``tools/train.py configs/icmsr_tiny_base.py`` (a few hundred iterations): the
+   ICM-SR step on the tiny pretrained base that ships in ``configs/tiny_base``;
 3. ``tools/test.py`` on the last checkpoint (PSNR, SSIM, NIQE);
-4. ``tools/infer.py`` on the test set's LQ images;
+4. ``tools/infer.py`` on the test set's LQ images, with the trained checkpoint and
+   with the untrained model (step 0: the base alone, LoRA still zero);
+5. scores both, bicubic upsampling and the frozen VAE's own reconstruction of the
+   GT with the toolkit's folder evaluation, and prints them as one table;
 
-and prints where the checkpoint, the metrics and the images are. Each step runs
-the real command-line tool in a subprocess, exactly as a user would.
+and prints where the checkpoint, the metrics and the images are. Each model step
+runs the real command-line tool in a subprocess, exactly as a user would.
 """
 import argparse
 import json
@@ -26,7 +30,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 _LOG_LINE = re.compile(r'^\d\d/\d\d \d\d:\d\d:\d\d - mmengine - ')
 _HIDDEN = ('Config:', 'System environment', 'Hooks will be executed', 'FileClient',
            'HardDiskBackend', 'Using env variable')
-CONFIG = osp.join(ROOT, 'configs', 'icmsr_tiny.py')
+CONFIG = osp.join(ROOT, 'configs', 'icmsr_tiny_base.py')
+TABLE_METRICS = ('psnr', 'ssim')
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,7 +41,7 @@ def parse_args() -> argparse.Namespace:
         The parsed arguments.
     """
     parser = argparse.ArgumentParser(description='ICM-SR tiny end-to-end demo (CPU, offline)')
-    parser.add_argument('--work-dir', default=osp.join('work_dirs', 'icmsr_tiny'),
+    parser.add_argument('--work-dir', default=osp.join('work_dirs', 'icmsr_tiny_base'),
                         help='where data, checkpoints, logs, metrics and images go')
     parser.add_argument('--iters', type=int, default=None,
                         help='training iterations (default: the config\'s)')
@@ -102,6 +107,118 @@ def run_step(name: str, cmd: List[str], env: Dict[str, str], log_path: str,
     return seconds
 
 
+def write_bicubic(lq_dir: str, gt_dir: str, out_dir: str) -> str:
+    """Upsample every LQ image to its GT's size with OpenCV's bicubic filter.
+
+    Args:
+        lq_dir: LQ folder.
+        gt_dir: GT folder (same file names).
+        out_dir: Output folder (created).
+
+    Returns:
+        ``out_dir``.
+    """
+    import cv2
+
+    from icmsr.datasets.file_lists import scan_images
+    from icmsr.datasets.image_io import load_image_rgb
+    from icmsr.utils.atomic_io import atomic_save_image
+    for name in scan_images(lq_dir, recursive=False):
+        h, w = load_image_rgb(osp.join(gt_dir, name)).shape[:2]
+        up = cv2.resize(load_image_rgb(osp.join(lq_dir, name)), (w, h),
+                        interpolation=cv2.INTER_CUBIC)
+        atomic_save_image(osp.join(out_dir, name), up)
+    return out_dir
+
+
+def write_vae_reconstruction(gt_dir: str, out_dir: str) -> str:
+    """Encode and decode every GT image with the config's frozen VAE.
+
+    The generator decodes with this frozen VAE, so its reconstruction of the GT
+    itself is about the best any model trained on the base can reach.
+
+    Args:
+        gt_dir: GT folder.
+        out_dir: Output folder (created).
+
+    Returns:
+        ``out_dir``.
+    """
+    import numpy as np
+    import torch
+    from mmengine.config import Config
+
+    from icmsr.datasets.file_lists import scan_images
+    from icmsr.datasets.image_io import load_image_rgb
+    from icmsr.registry import MODELS, register_all_modules
+    from icmsr.utils.atomic_io import atomic_save_image
+    register_all_modules()
+    vae = MODELS.build(Config.fromfile(CONFIG).model.vae).eval()
+    for name in scan_images(gt_dir, recursive=False):
+        image = load_image_rgb(osp.join(gt_dir, name))
+        gt = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            z = vae.encode(gt.float() / 127.5 - 1).latent_dist.mode()
+            rec = ((vae.decode(z).sample[0] + 1) * 127.5).clamp(0, 255).round()
+        atomic_save_image(osp.join(out_dir, name), rec.permute(1, 2, 0).to(torch.uint8).numpy())
+    return out_dir
+
+
+def score_table(rows: Dict[str, str], gt_dir: str, report_dir: str) -> List[str]:
+    """Score each prediction folder against the GT (``tools/eval_folder.py``'s code).
+
+    Args:
+        rows: ``{row label: prediction folder}``.
+        gt_dir: GT folder.
+        report_dir: where the per-image reports go (one sub-folder per row).
+
+    Returns:
+        The table's lines.
+    """
+    from icmsr.evaluation.folder_eval import evaluate_folder
+    lines = [f'{"":<30}' + ''.join(f'{m.upper():>9}' for m in TABLE_METRICS)]
+    scorers = None
+    for i, (label, pred_dir) in enumerate(rows.items()):
+        result = evaluate_folder(pred_dir, gt_dir, osp.join(report_dir, f'row{i}'), 'synthetic',
+                                 TABLE_METRICS, method=label, device='cpu', scorers=scorers,
+                                 progress=False, strict=True)
+        scorers = result['scorers']
+        lines.append(f'{label:<30}' + ''.join(f'{result["metrics"][m]:>9.4f}'
+                                              for m in TABLE_METRICS))
+    return lines
+
+
+def write_comparison(rows: Dict[str, str], gt_dir: str, path: str) -> str:
+    """One labelled picture: a row per test image, a column per method, then the GT.
+
+    Args:
+        rows: ``{label: prediction folder}`` (file names as in ``gt_dir``).
+        gt_dir: GT folder.
+        path: The PNG to write.
+
+    Returns:
+        ``path``.
+    """
+    import numpy as np
+    import torch
+
+    from icmsr.datasets.file_lists import scan_images
+    from icmsr.datasets.image_io import load_image_rgb
+    from icmsr.engine.visualization_hook import sr_grid
+    from icmsr.utils.atomic_io import atomic_save_image
+    names = scan_images(gt_dir, recursive=False)
+    folders = list(rows.values()) + [gt_dir]
+
+    def batch(folder: str) -> torch.Tensor:
+        images = [np.array(load_image_rgb(osp.join(folder, n))) for n in names]
+        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+
+    grid = sr_grid([batch(f) for f in folders], len(names),
+                   labels=[label.split(' (')[0] for label in rows] + ['GT'])
+    atomic_save_image(path, grid)
+    return path
+
+
 def main() -> None:
     """Run the demo and print a summary of its outputs."""
     args = parse_args()
@@ -133,25 +250,47 @@ def main() -> None:
         'test', [py, 'tools/test.py', CONFIG, ckpt, '--work-dir', work_dir, '--out', metrics_path],
         env, osp.join(work_dir, 'demo_test.log'))
 
-    sr_dir = osp.join(work_dir, 'sr')
-    times['infer'] = run_step(
-        'infer', [py, 'tools/infer.py', '--config', CONFIG, '--weights', ckpt, '--input',
-                  osp.join(folders['test'], 'test_LR'), '--output', sr_dir, '--device', 'cpu'],
-        env, osp.join(work_dir, 'demo_infer.log'), quiet=False)
+    lq_dir, gt_dir = osp.join(folders['test'], 'test_LR'), osp.join(folders['test'], 'test_HR')
+    sr_dir, step0_dir = osp.join(work_dir, 'sr'), osp.join(work_dir, 'sr_step0')
+    infer = [py, 'tools/infer.py', '--config', CONFIG, '--input', lq_dir, '--device', 'cpu']
+    times['infer'] = run_step('infer', infer + ['--weights', ckpt, '--output', sr_dir],
+                              env, osp.join(work_dir, 'demo_infer.log'), quiet=False)
+    # No weights: the model as training starts it (zero LoRA), i.e. the base alone.
+    times['infer step 0'] = run_step(
+        'infer step 0', infer + ['--allow-untrained', '--output', step0_dir], env,
+        osp.join(work_dir, 'demo_infer_step0.log'), quiet=False)
+    iters = re.search(r'(\d+)\.pth$', ckpt)
+    rows = {'bicubic': write_bicubic(lq_dir, gt_dir, osp.join(work_dir, 'bicubic')),
+            'untrained (step 0)': step0_dir,
+            f'trained ({iters.group(1) if iters else "?"} iterations)': sr_dir,
+            'VAE(GT) (the ceiling)': write_vae_reconstruction(
+                gt_dir, osp.join(work_dir, 'vae_gt'))}
+    table = score_table(rows, gt_dir, osp.join(work_dir, 'demo_scores'))
+    comparison = write_comparison(rows, gt_dir, osp.join(work_dir, 'comparison.png'))
 
     with open(metrics_path) as f:
         metrics = json.load(f)
     total = time.perf_counter() - start
     print('\n[demo] ================= summary =================')
+    print('[demo] model      : ICM-SR LoRA on a tiny SD-like base pretrained for minutes on a few '
+          'sample photos (configs/tiny_base); it shows training working, not real-SR quality')
+    print(f'[demo] test set   : {len(os.listdir(gt_dir))} synthetic x4 pairs ({gt_dir}); '
+          'PSNR/SSIM on Y')
+    for line in table:
+        print(f'[demo]     {line}')
+    print("[demo]     (VAE(GT): the frozen tiny VAE's own reconstruction of the GT, about the "
+          'best this base allows)')
     print(f'[demo] checkpoint : {ckpt}')
-    print(f'[demo] metrics    : {metrics_path}')
+    print(f'[demo] metrics    : {metrics_path} (tools/test.py)')
     for key, value in metrics.items():
         print(f'[demo]     {key:<20} {value:.4f}' if isinstance(value, float)
               else f'[demo]     {key:<20} {value}')
     print(f'[demo] reports    : {osp.join(work_dir, "<timestamp>", "metrics")} (per-image CSV, table)')
-    print(f'[demo] SR images  : {sr_dir}')
+    print(f'[demo] comparison : {comparison} (one row per test image: the table\'s columns, GT)')
+    print(f'[demo] SR images  : {sr_dir} (trained), {step0_dir} (step 0), '
+          f'{rows["bicubic"]}, {rows["VAE(GT) (the ceiling)"]}')
     print(f'[demo] train grids: {osp.join(work_dir, "<timestamp>", "vis_data", "vis_image")}')
-    print(f'[demo] logs       : {work_dir}/demo_{{train,test,infer}}.log')
+    print(f'[demo] logs       : {work_dir}/demo_{{train,test,infer,infer_step0}}.log')
     print('[demo] wall time  : ' + ', '.join(f'{k} {v:.0f} s' for k, v in times.items())
           + f', total {total:.0f} s')
 

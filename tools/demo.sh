@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Tiny end-to-end demo (CPU, offline): set up the environment, train configs/icmsr_tiny.py,
-# test it and super-resolve the demo images.
+# Tiny end-to-end demo (CPU, offline): set up the environment, train configs/icmsr_tiny_base.py,
+# test it, super-resolve the demo images and compare with bicubic and the untrained model.
 # Usage: bash tools/demo.sh [--work-dir DIR] [--iters N]
 # The environment is tools/setup_env.sh's ($ICMSR_VENV, default .venv); set
 # ICMSR_SKIP_SETUP=1 to use an environment you already have ($PYTHON, default python3).

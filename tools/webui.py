@@ -33,8 +33,8 @@ from icmsr.apis.lora_export import META_FILE  # noqa: E402
 from icmsr.models.one_step_sr import resize_to  # noqa: E402
 from icmsr.utils.color_correction import COLOR_FIX_MODES  # noqa: E402
 
-DEMO_CONFIG = osp.join(ROOT, 'configs', 'icmsr_tiny.py')
-DEMO_WEIGHTS = osp.join(ROOT, 'work_dirs', 'icmsr_tiny', 'iter_200.pth')
+DEMO_CONFIG = osp.join(ROOT, 'configs', 'icmsr_tiny_base.py')
+DEMO_WEIGHTS = osp.join(ROOT, 'work_dirs', 'icmsr_tiny_base', 'iter_200.pth')
 TILE_SIZES = (128, 256, 384, 512, 768, 1024)
 
 
