@@ -10,7 +10,8 @@
 4. ``tools/infer.py`` on the test set's LQ images, with the trained checkpoint and
    with the untrained model (step 0: the base alone, LoRA still zero);
 5. scores both, bicubic upsampling and the frozen VAE's own reconstruction of the
-   GT with the toolkit's folder evaluation, and prints them as one table;
+   GT with the toolkit's folder evaluation, prints them as one table and writes
+   ``DIR/comparison.png`` (a row per test image, a column per table row, then the GT);
 
 and prints where the checkpoint, the metrics and the images are. Each model step
 runs the real command-line tool in a subprocess, exactly as a user would.
