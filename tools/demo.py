@@ -275,8 +275,9 @@ def main() -> None:
     print('\n[demo] ================= summary =================')
     print('[demo] model      : ICM-SR LoRA on a tiny SD-like base pretrained for minutes on a few '
           'sample photos (configs/tiny_base); it shows training working, not real-SR quality')
-    print(f'[demo] test set   : {len(os.listdir(gt_dir))} synthetic x4 pairs ({gt_dir}); '
-          'PSNR/SSIM on Y')
+    from icmsr.datasets.file_lists import scan_images  # the toolkit's one folder lister
+    num_pairs = len(scan_images(gt_dir, recursive=False))
+    print(f'[demo] test set   : {num_pairs} synthetic x4 pairs ({gt_dir}); PSNR/SSIM on Y')
     for line in table:
         print(f'[demo]     {line}')
     print("[demo]     (VAE(GT): the frozen tiny VAE's own reconstruction of the GT, about the "
