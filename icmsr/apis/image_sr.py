@@ -6,7 +6,7 @@ float form), which run :meth:`icmsr.models.OneStepSR.super_resolve`, the toolkit
 one super-resolution path, on one image at a time.
 """
 import os
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -112,24 +112,22 @@ def _check_size(lq: torch.Tensor, image: ImageLike, max_pixels: Optional[int]) -
             'or max_pixels= in Python, or downscale the image.')
 
 
-def super_resolve_tensor(model: OneStepSR, image: ImageLike, *, prompt: str = '',
-                         tiles: Optional[TileSettings] = None, color_fix: Optional[str] = None,
-                         seed: Optional[int] = 0, max_pixels: Optional[int] = None,
-                         progress: Progress = None,
-                         should_stop: Optional[Callable[[], bool]] = None) -> torch.Tensor:
-    """Super-resolve one image to a float RGB tensor (the form behind :func:`super_resolve_image`).
+def super_resolve_tensor(model: OneStepSR, image: ImageLike, **settings: Any) -> torch.Tensor:
+    """:func:`super_resolve_image` of one image as ``(1, 3, H * s, W * s)`` float32 RGB in ``[0, 1]``.
 
     Args:
-        model, image, prompt, tiles, color_fix, seed, max_pixels, progress, should_stop:
-            as in :func:`super_resolve_image` (one image, not a list).
+        model: The inference model.
+        image: One image (see :func:`super_resolve_image`; gray is spread, alpha dropped).
+        **settings: The keyword settings of :func:`super_resolve_image`.
 
     Returns:
-        ``(1, 3, H * scale, W * scale)`` float32 RGB in ``[0, 1]`` on the model's device.
+        The tensor on the model's device.
     """
-    return _run(model, image, prompt, tiles, color_fix, seed, max_pixels, progress, should_stop)[0]
+    return _run(model, image, **settings)[0]
 
 
-def _run(model, image, prompt, tiles, color_fix, seed, max_pixels, progress, should_stop):
+def _run(model, image, *, prompt='', tiles=None, color_fix=None, seed=0, max_pixels=None,
+         progress=None, should_stop=None):
     lq, alpha, gray = _split(image)
     _check_size(lq, image, max_pixels)
     progress = _checked_progress(progress, should_stop)
