@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from icmsr.datasets.image_io import load_image, pil_to_array
+from icmsr.datasets.image_io import load_image, pil_to_array, to_rgb
 from icmsr.models.one_step_sr import OneStepSR
 from icmsr.utils.tiling import TileSettings
 
@@ -60,8 +60,7 @@ def _split(image: ImageLike) -> Tuple[torch.Tensor, Optional[np.ndarray], Option
     image = _to_uint8_array(image)
     gray = image.shape if image.ndim == 2 or image.shape[2] == 1 else None
     alpha = image[..., 3] if gray is None and image.shape[2] == 4 else None
-    planes = image[..., None] if image.ndim == 2 else image
-    rgb = np.broadcast_to(planes[..., :3], (*image.shape[:2], 3)).copy()
+    rgb = to_rgb(image.reshape(image.shape[:2]) if gray else image).copy()
     return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0, alpha, gray
 
 

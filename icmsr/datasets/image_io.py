@@ -16,8 +16,7 @@ format the rest of the toolkit expects, an ``(H, W, 3)`` ``uint8`` RGB array:
 * Alpha is dropped, not composited: the colour stored under transparent pixels
   is kept as it is. Super-resolution targets are the stored colours, and
   compositing on an arbitrary background would invent content.
-  :func:`load_image` instead keeps what inference gives back: gray stays
-  ``(H, W)`` and alpha stays a fourth channel.
+  (:func:`load_image`, which inference uses, keeps gray as ``(H, W)`` and alpha.)
 * EXIF orientation is applied, so a portrait photo from a phone is portrait.
 * Animated GIF/APNG and multi-page TIFF: the first frame is read, with a
   :class:`MultiFrameWarning` naming the file and its frame count.
@@ -51,7 +50,6 @@ _ORIENTATION_FIX = {
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 _TIFF_BITS_PER_SAMPLE = 258
 _SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
-_ALPHA_MODES = ('RGBA', 'LA', 'PA', 'RGBa', 'La')
 
 
 class MultiFrameWarning(UserWarning):
@@ -130,37 +128,30 @@ def _exif_orientation(image: Image.Image) -> int:
         return 1
 
 
-def _decode_16bit(data: bytes, path: str, keep: bool) -> np.ndarray:
-    """Decode a 16-bit PNG/TIFF at full depth with OpenCV; uint8 RGB (``keep``: gray/RGB/RGBA)."""
+def _decode_16bit(data: bytes, path: str) -> np.ndarray:
+    """Decode a 16-bit PNG/TIFF at full depth with OpenCV: uint8 gray, RGB or RGBA."""
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise ImageLoadError(path, 'the 16-bit image data is corrupt or truncated')
-    if array.ndim == 2:
-        out = array if keep else np.repeat(array[..., None], 3, axis=2)
-    elif array.shape[2] == 2:  # gray + alpha
-        out = array[..., [0, 0, 0, 1]] if keep else np.repeat(array[..., :1], 3, axis=2)
-    elif array.shape[2] == 4 and keep:  # BGRA
-        out = array[..., [2, 1, 0, 3]]
-    else:  # BGR or BGRA
-        out = array[..., 2::-1]
-    if out.dtype == np.uint16:
-        out = _to_uint8_from_16bit(out)
-    return np.ascontiguousarray(out.astype(np.uint8))
+    if array.ndim == 3:  # gray + alpha, BGR or BGRA
+        array = array[..., {2: [0, 0, 0, 1], 3: [2, 1, 0], 4: [2, 1, 0, 3]}[array.shape[2]]]
+    if array.dtype == np.uint16:
+        array = _to_uint8_from_16bit(array)
+    return np.ascontiguousarray(array.astype(np.uint8))
 
 
-def _pil_to_array(image: Image.Image, path: str, keep: bool) -> np.ndarray:
-    """Convert an opened Pillow image of any supported mode to uint8 RGB (``keep``: gray/RGB/RGBA)."""
+def _pil_to_array(image: Image.Image, path: str) -> np.ndarray:
+    """Convert an opened Pillow image of any supported mode to uint8 gray, RGB or RGBA."""
     if image.mode in _SIXTEEN_BIT_MODES:
-        gray = _to_uint8_from_16bit(np.asarray(image).astype(np.int64).clip(0, 65535))
-        return np.ascontiguousarray(gray if keep else np.repeat(gray[..., None], 3, axis=2))
+        return _to_uint8_from_16bit(np.asarray(image).astype(np.int64).clip(0, 65535))
     if image.mode == 'F':
         raise ImageLoadError(
             path, 'floating-point images are not supported; convert the file to 8- or '
             '16-bit PNG')
-    mode = 'RGB'  # RGBA/LA/PA drop alpha here; P, L, 1, CMYK, YCbCr, LAB convert to RGB.
-    if keep and (image.mode in _ALPHA_MODES or 'transparency' in image.info):
+    mode = 'RGB'  # P, CMYK, YCbCr, LAB... convert to RGB
+    if image.mode in ('RGBA', 'LA', 'PA') or 'transparency' in image.info:
         mode = 'RGBA'
-    elif keep and image.mode in ('L', '1'):
+    elif image.mode in ('L', '1'):
         mode = 'L'
     if image.mode != mode:
         image = image.convert(mode)
@@ -183,41 +174,21 @@ def _load_strict(image: Image.Image) -> None:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def load_image_rgb(path: str) -> np.ndarray:
-    """Read an image file as an upright ``uint8`` RGB array.
+def load_image(path: str) -> np.ndarray:
+    """Read an image file as an upright uint8 array, gray kept gray and alpha kept.
 
     Args:
         path: Path of the image file.
 
     Returns:
-        ``np.ndarray`` of shape ``(H, W, 3)`` and dtype ``uint8``, RGB order, with
-        EXIF orientation applied and alpha dropped; 16-bit files scaled to 8 bit
-        with rounding to nearest.
+        ``(H, W)`` for a grayscale file, ``(H, W, 4)`` RGBA for a file with alpha (or
+        palette transparency), else ``(H, W, 3)`` RGB; EXIF orientation applied, 16-bit
+        files scaled to 8 bit with rounding to nearest.
 
     Raises:
         ImageLoadError: The file is missing, unreadable, truncated, corrupt or not
             an image.
     """
-    return _read(path, keep=False)
-
-
-def load_image(path: str) -> np.ndarray:
-    """Read an image file as :func:`load_image_rgb` does, but keep gray as gray and keep alpha.
-
-    Args:
-        path: Path of the image file.
-
-    Returns:
-        uint8 ``(H, W)`` for a grayscale file, ``(H, W, 4)`` RGBA for a file with alpha
-        (or palette transparency), else ``(H, W, 3)`` RGB.
-
-    Raises:
-        ImageLoadError: As :func:`load_image_rgb`.
-    """
-    return _read(path, keep=True)
-
-
-def _read(path: str, keep: bool) -> np.ndarray:
     path = os.fspath(path)
     try:
         with open(path, 'rb') as f:
@@ -231,37 +202,52 @@ def _read(path: str, keep: bool) -> np.ndarray:
         # Decode fully first: truncation is detected here (reading a PNG's EXIF
         # may decode the image too, outside our strict guard).
         _load_strict(image)
-        frames = getattr(image, 'n_frames', 1)
-        if frames > 1:
-            warnings.warn(MultiFrameWarning(path, frames), stacklevel=3)
-        orientation = _exif_orientation(image)
+        if getattr(image, 'n_frames', 1) > 1:
+            warnings.warn(MultiFrameWarning(path, image.n_frames), stacklevel=2)
         if _is_16bit(image, data):
             # Pillow reads 16-bit RGB as 8 bit by dropping the low byte: decode
             # again at full depth with OpenCV (which ignores EXIF orientation).
-            out = _decode_16bit(data, path, keep)
-            fix = _ORIENTATION_FIX.get(orientation)
-            if fix is not None:
-                out = np.asarray(Image.fromarray(out).transpose(fix))
-            return np.ascontiguousarray(out)
-        out = _pil_to_array(ImageOps.exif_transpose(image), path, keep)
+            out = _decode_16bit(data, path)
+            fix = _ORIENTATION_FIX.get(_exif_orientation(image))
+            return np.ascontiguousarray(out if fix is None else Image.fromarray(out).transpose(fix))
+        out = _pil_to_array(ImageOps.exif_transpose(image), path)
     except ImageLoadError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         # Pillow signals unknown formats, truncation and corrupt streams this way.
         raise ImageLoadError(path, f'{type(err).__name__}: {err}') from err
-    if out.ndim not in (2, 3) or (not keep and out.shape[-1] != 3) or 0 in out.shape[:2]:
+    if out.ndim not in (2, 3) or 0 in out.shape[:2]:
         raise ImageLoadError(path, f'decoded to an unexpected shape {out.shape}')
     return out
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """A gray ``(H, W)`` or RGBA array as RGB: gray spread to three channels, alpha dropped."""
+    return np.ascontiguousarray(np.repeat(image[..., None], 3, 2) if image.ndim == 2 else image[..., :3])
+
+
+def load_image_rgb(path: str) -> np.ndarray:
+    """Read an image file as an upright ``uint8`` RGB array (:func:`load_image`, then :func:`to_rgb`).
+
+    Args:
+        path: Path of the image file.
+
+    Returns:
+        ``(H, W, 3)`` uint8, alpha dropped (not composited), gray spread to RGB.
+
+    Raises:
+        ImageLoadError: As :func:`load_image`.
+    """
+    return to_rgb(load_image(path))
 
 
 def pil_to_array(image: Image.Image) -> np.ndarray:
     """An opened Pillow image as an upright uint8 array, converted as :func:`load_image` does.
 
     Args:
-        image: any Pillow image (EXIF orientation applied, 16-bit gray scaled).
+        image: any Pillow image.
 
     Returns:
         ``(H, W)`` gray, ``(H, W, 4)`` RGBA or ``(H, W, 3)`` RGB uint8.
     """
-    return _pil_to_array(ImageOps.exif_transpose(image), getattr(image, 'filename', '') or '<image>',
-                         keep=True)
+    return _pil_to_array(ImageOps.exif_transpose(image), getattr(image, 'filename', '') or '<image>')

@@ -85,7 +85,7 @@ def test_prompt_sources(tmp_path):
         PromptSource('', str(tmp_path / 'bad.tsv'))
 
 
-def test_cli_runs_from_a_config_file(tiny_cfg, photo_dir, tmp_path):
+def test_cli_runs_from_a_config_file(tiny_cfg, photo_dir, tmp_path, capsys):
     from mmengine.config import Config
     cfg_path = str(tmp_path / 'tiny.py')
     Config(dict(model=tiny_cfg)).dump(cfg_path)
@@ -99,6 +99,12 @@ def test_cli_runs_from_a_config_file(tiny_cfg, photo_dir, tmp_path):
     code = tool.main(args + ['--allow-untrained'])
     assert code == 1  # broken.png failed, a.png written
     assert os.listdir(tmp_path / 'cli') == ['a.png']
+    capsys.readouterr()
+    # --max-pixels: the 16 x 16 photo is refused with the size, the limit and the flag.
+    code = tool.main(args + ['--allow-untrained', '--max-pixels', '255', '--no-progress'])
+    out = capsys.readouterr().out
+    assert code == 1 and '0 written, 2 failed' in out
+    assert '16x16 = 256 pixels, above the limit of 255' in out and '--max-pixels' in out
 
 
 def test_unwritable_output_fails_before_any_image_is_computed(tiny_model, photo_dir, tmp_path):
