@@ -222,7 +222,14 @@ def load_image(path: str) -> np.ndarray:
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
-    """A gray ``(H, W)`` or RGBA array as RGB: gray spread to three channels, alpha dropped."""
+    """An array of :func:`load_image` as RGB.
+
+    Args:
+        image: uint8 ``(H, W)`` gray, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA.
+
+    Returns:
+        ``(H, W, 3)``: gray spread to three channels, alpha dropped (not composited).
+    """
     return np.ascontiguousarray(np.repeat(image[..., None], 3, 2) if image.ndim == 2 else image[..., :3])
 
 
