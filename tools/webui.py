@@ -27,8 +27,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from icmsr.apis import image_to_tensor, init_model, save_image  # noqa: E402
-from icmsr.apis.inferencer import to_uint8  # noqa: E402
+from icmsr.apis import image_to_tensor, init_model, save_image, super_resolve_image  # noqa: E402
+from icmsr.apis.image_sr import to_uint8  # noqa: E402
 from icmsr.apis.lora_export import META_FILE  # noqa: E402
 from icmsr.models.one_step_sr import resize_to  # noqa: E402
 from icmsr.utils.color_correction import COLOR_FIX_MODES  # noqa: E402
@@ -140,10 +140,8 @@ def super_resolve_files(model: Any, paths: Sequence[str], tile_size: int, color_
                 progress((index * 3 + ('encode', 'denoise', 'decode').index(stage) + done / total)
                          / (3 * len(paths)), desc=f'{name}: {stage} tile {done}/{total}')
 
-        if seed is not None:
-            torch.manual_seed(int(seed))
-        sr = model.super_resolve(lq, [prompt or ''], tiles=tiles, color_fix=color_fix, progress=report)
-        after = to_uint8(sr)
+        after = super_resolve_image(model, path, prompt=prompt or '', tiles=tiles, color_fix=color_fix,
+                                    seed=None if seed is None else int(seed), progress=report)
         target = osp.join(out_dir, f'{osp.splitext(name)[0]}_x{model.scale}.png')
         save_image(after, target)
         pairs.append((before_image(lq, after.shape[:2]), after))
