@@ -4,9 +4,9 @@ Every component a config can name (``type='OneStepGenerator'``) lives in one of
 these registries. ``locations`` lets MMEngine import the defining modules lazily
 the first time a registry is searched, so building from a config works without
 importing the whole package by hand. Outside the ``Runner`` (notebooks, scripts)
-call :func:`register_all_modules` once.
+call :func:`icmsr.utils.setup_env.register_all_modules` once. This module imports
+nothing of the toolkit, so every component can import it.
 """
-import itertools
 from typing import Any, Optional
 
 from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
@@ -84,29 +84,3 @@ def build_or_use(cfg: Any, registry: Optional[Registry] = None, **default_args: 
         return (registry or MODELS).build(cfg, default_args=default_args or None)
     return cfg
 
-
-def register_all_modules(init_default_scope: bool = True) -> None:
-    """Import every module that registers components and set the default scope.
-
-    The ``Runner`` does this by itself through ``default_scope='icmsr'``; call it
-    when building components from configs in your own scripts.
-
-    Args:
-        init_default_scope: Whether to make ``icmsr`` the current default scope
-            of MMEngine's ``DefaultScope``.
-    """
-    import icmsr.datasets  # noqa: F401
-    import icmsr.degradations  # noqa: F401
-    import icmsr.engine  # noqa: F401
-    import icmsr.evaluation  # noqa: F401
-    import icmsr.models  # noqa: F401
-    if init_default_scope:
-        from mmengine.registry import DefaultScope
-        current = DefaultScope.get_current_instance()
-        if current is None or current.scope_name != 'icmsr':
-            # Instance names must be unique; the scope name is what matters.
-            DefaultScope.get_instance(
-                f'icmsr-{next(_SCOPE_IDS)}', scope_name='icmsr')
-
-
-_SCOPE_IDS = itertools.count()

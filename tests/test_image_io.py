@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from icmsr.datasets.image_io import ImageLoadError, is_image_file, load_image_rgb
+from icmsr.fileio.image_io import ImageLoadError, is_image_file, load_image_rgb
 
 
 def _pattern(h: int = 24, w: int = 36) -> np.ndarray:

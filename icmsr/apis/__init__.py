@@ -4,10 +4,9 @@ from .fuse import fuse_generator_lora  # noqa: F401
 from .inferencer import (InferenceSummary, SRInferencer, image_to_tensor, save_image,  # noqa: F401
                          super_resolve_image)
 from .inputs import PromptSource, collect_inputs, output_name  # noqa: F401
-from .lora_export import (build_model_from_export, export_model, load_model_lora,  # noqa: F401
+from .lora_export import (build_model_from_export, export_model, load_export_extras, load_model_lora,  # noqa: F401
                           read_description)
 from .model_loading import UntrainedModelError, default_device, init_model  # noqa: F401
-from .diffusers_export import load_export_extras  # noqa: F401
 
 
 def __getattr__(name: str):

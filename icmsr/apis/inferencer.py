@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from icmsr.datasets.image_io import load_image_rgb, pil_to_rgb_array
+from icmsr.fileio.image_io import load_image_rgb, pil_to_rgb_array
 from icmsr.models.one_step_sr import OneStepSR
 from icmsr.utils.tiling import TileSettings
 from .inputs import PromptSource, collect_inputs, output_name
