@@ -4,65 +4,45 @@ Every component a config can name (``type='OneStepGenerator'``) lives in one of
 these registries. ``locations`` lets MMEngine import the defining modules lazily
 the first time a registry is searched, so building from a config works without
 importing the whole package by hand. Outside the ``Runner`` (notebooks, scripts)
-call :func:`register_all_modules` once.
+call :func:`icmsr.utils.setup_env.register_all_modules` once. This module imports
+nothing of the toolkit, so every component can import it.
 """
-import itertools
-from typing import Any, Optional
+from typing import Any, List, Optional
 
-from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
-from mmengine.registry import DATASETS as MMENGINE_DATASETS
-from mmengine.registry import EVALUATOR as MMENGINE_EVALUATOR
-from mmengine.registry import HOOKS as MMENGINE_HOOKS
-from mmengine.registry import LOG_PROCESSORS as MMENGINE_LOG_PROCESSORS
-from mmengine.registry import LOOPS as MMENGINE_LOOPS
-from mmengine.registry import METRICS as MMENGINE_METRICS
-from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
-from mmengine.registry import MODELS as MMENGINE_MODELS
-from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
-from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
-from mmengine.registry import OPTIMIZERS as MMENGINE_OPTIMIZERS
-from mmengine.registry import PARAM_SCHEDULERS as MMENGINE_PARAM_SCHEDULERS
-from mmengine.registry import RUNNERS as MMENGINE_RUNNERS
-from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
-from mmengine.registry import VISBACKENDS as MMENGINE_VISBACKENDS
-from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
+from mmengine import registry as mmengine_registry
 from mmengine.registry import Registry
 
-RUNNERS = Registry('runner', parent=MMENGINE_RUNNERS, locations=['icmsr.engine'])
-LOOPS = Registry('loop', parent=MMENGINE_LOOPS, locations=['icmsr.engine'])
-HOOKS = Registry('hook', parent=MMENGINE_HOOKS, locations=['icmsr.engine'])
-LOG_PROCESSORS = Registry(
-    'log processor', parent=MMENGINE_LOG_PROCESSORS, locations=['icmsr.engine'])
+# Packages MMEngine imports, the first time a registry is searched, to find its components.
+_ENGINE, _DATA, _MODELS = ['icmsr.engine'], ['icmsr.datasets'], ['icmsr.models', 'icmsr.degradations']
 
-DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, locations=['icmsr.datasets'])
-DATA_SAMPLERS = Registry(
-    'data sampler', parent=MMENGINE_DATA_SAMPLERS, locations=['icmsr.datasets'])
-TRANSFORMS = Registry(
-    'transform', parent=MMENGINE_TRANSFORMS, locations=['icmsr.datasets'])
+
+def _child(name: str, root: str, locations: List[str]) -> Registry:
+    """A registry of the ``icmsr`` scope under MMEngine's root registry ``root``."""
+    return Registry(name, parent=getattr(mmengine_registry, root), locations=list(locations))
+
+
+RUNNERS = _child('runner', 'RUNNERS', _ENGINE)
+LOOPS = _child('loop', 'LOOPS', _ENGINE)
+HOOKS = _child('hook', 'HOOKS', _ENGINE)
+LOG_PROCESSORS = _child('log processor', 'LOG_PROCESSORS', _ENGINE)
+MODEL_WRAPPERS = _child('model_wrapper', 'MODEL_WRAPPERS', _ENGINE)
+OPTIMIZERS = _child('optimizer', 'OPTIMIZERS', _ENGINE)
+OPTIM_WRAPPERS = _child('optim_wrapper', 'OPTIM_WRAPPERS', _ENGINE)
+OPTIM_WRAPPER_CONSTRUCTORS = _child('optimizer wrapper constructor', 'OPTIM_WRAPPER_CONSTRUCTORS', _ENGINE)
+PARAM_SCHEDULERS = _child('parameter scheduler', 'PARAM_SCHEDULERS', _ENGINE)
+VISUALIZERS = _child('visualizer', 'VISUALIZERS', _ENGINE)
+VISBACKENDS = _child('vis_backend', 'VISBACKENDS', _ENGINE)
+
+DATASETS = _child('dataset', 'DATASETS', _DATA)
+DATA_SAMPLERS = _child('data sampler', 'DATA_SAMPLERS', _DATA)
+TRANSFORMS = _child('transform', 'TRANSFORMS', _DATA)
 
 # Models, degradations and condition extractors are all ``nn.Module``-like
 # components built from config dicts, so they share the MODELS registry.
-MODELS = Registry(
-    'model', parent=MMENGINE_MODELS,
-    locations=['icmsr.models', 'icmsr.degradations'])
-MODEL_WRAPPERS = Registry(
-    'model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, locations=['icmsr.engine'])
+MODELS = _child('model', 'MODELS', _MODELS)
 
-OPTIMIZERS = Registry('optimizer', parent=MMENGINE_OPTIMIZERS, locations=['icmsr.engine'])
-OPTIM_WRAPPERS = Registry(
-    'optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, locations=['icmsr.engine'])
-OPTIM_WRAPPER_CONSTRUCTORS = Registry(
-    'optimizer wrapper constructor', parent=MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS,
-    locations=['icmsr.engine'])
-PARAM_SCHEDULERS = Registry(
-    'parameter scheduler', parent=MMENGINE_PARAM_SCHEDULERS, locations=['icmsr.engine'])
-
-METRICS = Registry('metric', parent=MMENGINE_METRICS, locations=['icmsr.evaluation'])
-EVALUATOR = Registry('evaluator', parent=MMENGINE_EVALUATOR, locations=['icmsr.evaluation'])
-
-VISUALIZERS = Registry(
-    'visualizer', parent=MMENGINE_VISUALIZERS, locations=['icmsr.engine'])
-VISBACKENDS = Registry('vis_backend', parent=MMENGINE_VISBACKENDS, locations=['icmsr.engine'])
+METRICS = _child('metric', 'METRICS', ['icmsr.evaluation'])
+EVALUATOR = _child('evaluator', 'EVALUATOR', ['icmsr.evaluation'])
 
 
 def build_or_use(cfg: Any, registry: Optional[Registry] = None, **default_args: Any) -> Any:
@@ -84,29 +64,3 @@ def build_or_use(cfg: Any, registry: Optional[Registry] = None, **default_args: 
         return (registry or MODELS).build(cfg, default_args=default_args or None)
     return cfg
 
-
-def register_all_modules(init_default_scope: bool = True) -> None:
-    """Import every module that registers components and set the default scope.
-
-    The ``Runner`` does this by itself through ``default_scope='icmsr'``; call it
-    when building components from configs in your own scripts.
-
-    Args:
-        init_default_scope: Whether to make ``icmsr`` the current default scope
-            of MMEngine's ``DefaultScope``.
-    """
-    import icmsr.datasets  # noqa: F401
-    import icmsr.degradations  # noqa: F401
-    import icmsr.engine  # noqa: F401
-    import icmsr.evaluation  # noqa: F401
-    import icmsr.models  # noqa: F401
-    if init_default_scope:
-        from mmengine.registry import DefaultScope
-        current = DefaultScope.get_current_instance()
-        if current is None or current.scope_name != 'icmsr':
-            # Instance names must be unique; the scope name is what matters.
-            DefaultScope.get_instance(
-                f'icmsr-{next(_SCOPE_IDS)}', scope_name='icmsr')
-
-
-_SCOPE_IDS = itertools.count()

@@ -13,7 +13,8 @@ from PIL import Image
 
 from demo_data import make_synthetic_paired_set, skimage_training_images
 from icmsr.datasets import BadImageWarning, HQImageDataset, ImageLoadError, PairedImageDataset
-from icmsr.registry import DATASETS, TRANSFORMS, register_all_modules
+from icmsr.registry import DATASETS, TRANSFORMS
+from icmsr.utils.setup_env import register_all_modules
 from icmsr.structures import SRDataSample
 from realsr_data import realsr_root
 
@@ -391,7 +392,7 @@ def test_shipped_dataset_configs_build(tmp_path):
 def test_one_hidden_file_rule_for_every_folder_listing(tmp_path):
     """Datasets, infer inputs and eval_folder list a folder through one lister, one rule."""
     from icmsr.apis.inputs import collect_inputs
-    from icmsr.datasets.file_lists import scan_images
+    from icmsr.fileio.file_lists import scan_images
     from icmsr.evaluation.folder_eval import list_images
     for name in ('a.png', 'B.JPG', '._a.png', '.hidden.png', '.a.png.x1.tmp.png',
                  'notes.txt', '.cache/c.png', 'sub/d.png'):
@@ -410,7 +411,7 @@ def test_one_hidden_file_rule_for_every_folder_listing(tmp_path):
 
 def test_one_caption_reader_for_datasets_and_inference(tmp_path):
     from icmsr.apis.inputs import PromptSource
-    from icmsr.datasets.captions import load_captions, lookup_caption
+    from icmsr.fileio.captions import load_captions, lookup_caption
     (tmp_path / 'c.tsv').write_text('# comment\nsub/x.png\tan x\ny\ta y\n')
     table = load_captions(str(tmp_path / 'c.tsv'))
     assert lookup_caption(table, 'sub/x.png') == 'an x' and lookup_caption(table, 'y.jpg') == 'a y'

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from icmsr.datasets.image_io import load_image_rgb
+from icmsr.fileio.image_io import load_image_rgb
 
 
 @pytest.fixture(scope='module')

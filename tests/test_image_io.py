@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from icmsr.datasets.image_io import ImageLoadError, is_image_file, load_image_rgb
+from icmsr.fileio.image_io import ImageLoadError, is_image_file, load_image_rgb
 
 
 def _pattern(h: int = 24, w: int = 36) -> np.ndarray:
@@ -201,7 +201,7 @@ def test_is_image_file():
 
 @pytest.mark.parametrize('ext', ['gif', 'tif', 'png'])  # animated GIF, multi-page TIFF, APNG
 def test_multi_frame_file_warns_with_its_frame_count_and_reads_frame_one(tmp_path, ext):
-    from icmsr.datasets.image_io import MultiFrameWarning
+    from icmsr.fileio.image_io import MultiFrameWarning
     frames = [Image.fromarray(np.roll(_pattern(), 5 * k, axis=1)) for k in range(4)]
     path = str(tmp_path / f'anim.{ext}')
     frames[0].save(path, save_all=True, append_images=frames[1:])
@@ -212,7 +212,7 @@ def test_multi_frame_file_warns_with_its_frame_count_and_reads_frame_one(tmp_pat
 
 
 def test_load_image_keeps_gray_and_alpha(tmp_path):
-    from icmsr.datasets.image_io import load_image
+    from icmsr.fileio.image_io import load_image
     rgb = _pattern()
     g = rgb[..., 0]
     alpha = np.tile(np.linspace(0, 255, rgb.shape[1]).astype(np.uint8), (rgb.shape[0], 1))

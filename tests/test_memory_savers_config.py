@@ -13,7 +13,8 @@ import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
-from icmsr.registry import MODELS, register_all_modules
+from icmsr.registry import MODELS
+from icmsr.utils.setup_env import register_all_modules
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 FROZEN = ('unet', 'vae', 'text_encoder')

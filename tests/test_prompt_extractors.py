@@ -272,7 +272,7 @@ def _image_folder(root):
 def test_extract_prompts_tool_writes_resumable_caption_files_the_datasets_read(tiny_blip,
                                                                                tmp_path):
     from icmsr.datasets import HQImageDataset
-    from icmsr.datasets.captions import load_captions
+    from icmsr.fileio.captions import load_captions
     tool = _load_tool()
     images = _image_folder(tmp_path / 'images')
     cfg = tmp_path / 'blip_extractor.py'

@@ -21,7 +21,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from icmsr.registry import MODELS, register_all_modules
+from icmsr.registry import MODELS
+from icmsr.utils.setup_env import register_all_modules
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 BASE = osp.join(ROOT, 'configs', 'tiny_base')

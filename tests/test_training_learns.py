@@ -21,7 +21,8 @@ import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
-from icmsr.registry import MODELS, register_all_modules
+from icmsr.registry import MODELS
+from icmsr.utils.setup_env import register_all_modules
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ITERS = 40
@@ -37,7 +38,7 @@ TRAIN_PHOTOS = ('chelsea', 'rocket', 'immunohistochemistry', 'hubble_deep_field'
 def data(tmp_path_factory):
     """Training photos (128 px) and two held-out synthetic pairs (astronaut, coffee)."""
     from demo_data import make_synthetic_paired_set, skimage_training_images
-    from icmsr.datasets.image_io import load_image_rgb
+    from icmsr.fileio.image_io import load_image_rgb
     root = tmp_path_factory.mktemp('learns')
     train = skimage_training_images(str(root / 'train'), size=128, names=TRAIN_PHOTOS)
     pairs = make_synthetic_paired_set(str(root / 'test'), num_images=2, gt_size=128, scale=4)

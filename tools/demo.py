@@ -121,8 +121,8 @@ def write_bicubic(lq_dir: str, gt_dir: str, out_dir: str) -> str:
     """
     import cv2
 
-    from icmsr.datasets.file_lists import scan_images
-    from icmsr.datasets.image_io import load_image_rgb
+    from icmsr.fileio.file_lists import scan_images
+    from icmsr.fileio.image_io import load_image_rgb
     from icmsr.utils.atomic_io import atomic_save_image
     for name in scan_images(lq_dir, recursive=False):
         h, w = load_image_rgb(osp.join(gt_dir, name)).shape[:2]
@@ -149,9 +149,10 @@ def write_vae_reconstruction(gt_dir: str, out_dir: str) -> str:
     import torch
     from mmengine.config import Config
 
-    from icmsr.datasets.file_lists import scan_images
-    from icmsr.datasets.image_io import load_image_rgb
-    from icmsr.registry import MODELS, register_all_modules
+    from icmsr.fileio.file_lists import scan_images
+    from icmsr.fileio.image_io import load_image_rgb
+    from icmsr.registry import MODELS
+    from icmsr.utils.setup_env import register_all_modules
     from icmsr.utils.atomic_io import atomic_save_image
     register_all_modules()
     vae = MODELS.build(Config.fromfile(CONFIG).model.vae).eval()
@@ -203,8 +204,8 @@ def write_comparison(rows: Dict[str, str], gt_dir: str, path: str) -> str:
     import numpy as np
     import torch
 
-    from icmsr.datasets.file_lists import scan_images
-    from icmsr.datasets.image_io import load_image_rgb
+    from icmsr.fileio.file_lists import scan_images
+    from icmsr.fileio.image_io import load_image_rgb
     from icmsr.engine.visualization_hook import sr_grid
     from icmsr.utils.atomic_io import atomic_save_image
     names = scan_images(gt_dir, recursive=False)
@@ -275,7 +276,7 @@ def main() -> None:
     print('\n[demo] ================= summary =================')
     print('[demo] model      : ICM-SR LoRA on a tiny SD-like base pretrained for minutes on a few '
           'sample photos (configs/tiny_base); it shows training working, not real-SR quality')
-    from icmsr.datasets.file_lists import scan_images  # the toolkit's one folder lister
+    from icmsr.fileio.file_lists import scan_images  # the toolkit's one folder lister
     num_pairs = len(scan_images(gt_dir, recursive=False))
     print(f'[demo] test set   : {num_pairs} synthetic x4 pairs ({gt_dir}); PSNR/SSIM on Y')
     for line in table:

@@ -21,7 +21,7 @@ from icmsr.apis import export_model, init_model  # noqa: E402
 from icmsr.apis.model_loading import model_config  # noqa: E402
 from icmsr.engine.runner_utils import load_config  # noqa: E402
 from icmsr.models import OneStepSR  # noqa: E402
-from icmsr.registry import register_all_modules  # noqa: E402
+from icmsr.utils.setup_env import register_all_modules  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -30,10 +30,10 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from icmsr.datasets.captions import load_captions  # noqa: E402
-from icmsr.datasets.file_lists import scan_images  # noqa: E402
+from icmsr.fileio.captions import load_captions  # noqa: E402
+from icmsr.fileio.file_lists import scan_images  # noqa: E402
 from icmsr.utils.atomic_io import atomic_write_text  # noqa: E402
-from icmsr.datasets.image_io import ImageLoadError, load_image_rgb  # noqa: E402
+from icmsr.fileio.image_io import ImageLoadError, load_image_rgb  # noqa: E402
 from icmsr.models.prompt_extractors import (PRESETS, PromptExtractor,  # noqa: E402
                                             build_prompt_extractor)
 

@@ -17,7 +17,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 import icmsr  # noqa: E402,F401  (applies the checkpoint-loading shims)
 from icmsr.apis import SRInferencer, UntrainedModelError  # noqa: E402
 from icmsr.models.base_fingerprint import BaseMismatchError  # noqa: E402
-from icmsr.registry import register_all_modules  # noqa: E402
+from icmsr.utils.setup_env import register_all_modules  # noqa: E402
 from icmsr.utils.color_correction import COLOR_FIX_MODES  # noqa: E402
 from icmsr.utils.tiling import BLEND_MODES  # noqa: E402
 

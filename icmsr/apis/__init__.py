@@ -5,10 +5,9 @@ from .image_sr import (InferenceCancelled, InputTooLargeError, image_to_tensor, 
                        super_resolve_image, super_resolve_tensor)
 from .inferencer import InferenceSummary, SRInferencer, save_image  # noqa: F401
 from .inputs import PromptSource, collect_inputs, output_name  # noqa: F401
-from .lora_export import (build_model_from_export, export_model, load_model_lora,  # noqa: F401
+from .lora_export import (build_model_from_export, export_model, load_export_extras, load_model_lora,  # noqa: F401
                           read_description)
 from .model_loading import UntrainedModelError, default_device, init_model  # noqa: F401
-from .diffusers_export import load_export_extras  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -1,4 +1,4 @@
-"""The parts of an export folder that diffusers and peft read as they are, and their loader.
+"""The parts of an export folder that diffusers and peft read as they are.
 
 :func:`icmsr.apis.export_model` calls :func:`write_diffusers_files`, which adds:
 
@@ -12,7 +12,7 @@
 
 The VAE-encoder LoRA (``vae_lora.safetensors``) and the trained ``conv_in``
 (``unet_conv_in.safetensors``) have no place in diffusers' LoRA loader: a diffusers
-pipeline gets them with :func:`load_export_extras`.
+pipeline gets them with :func:`icmsr.apis.lora_export.load_export_extras`.
 """
 import json
 import os
@@ -154,43 +154,5 @@ def write_diffusers_files(unet_state: Dict[str, torch.Tensor], unet_metadata: Di
     return files
 
 
-def load_export_extras(pipeline: Any, export_dir: str, adapter_name: str = 'icmsr_vae') -> Dict[str, bool]:
-    """Give a diffusers pipeline the export's VAE-encoder LoRA and trained ``conv_in``.
-
-    ``pipeline.load_lora_weights(export_dir)`` loads the UNet LoRA only; this adds the
-    rest of the generator: the VAE-encoder LoRA as a peft adapter on ``pipeline.vae``
-    and the trained ``conv_in`` copied over ``pipeline.unet.conv_in``. (The latter
-    changes the UNet for text-to-image use too: it is the super-resolution input layer.)
-
-    Args:
-        pipeline: Anything with ``unet`` and ``vae`` attributes (a ``StableDiffusionPipeline``).
-        export_dir: Folder written by :func:`icmsr.apis.export_model`.
-        adapter_name: Name of the VAE adapter.
-
-    Returns:
-        ``{'vae_lora': loaded?, 'conv_in': loaded?}``.
-    """
-    from safetensors.torch import load_file
-    from .lora_export import read_description
-    meta = read_description(export_dir)
-    done = dict(vae_lora=False, conv_in=False)
-    info = meta.get('vae_lora')
-    if info:
-        # weight_name makes diffusers read the LoraConfig from the file header.
-        pipeline.vae.load_lora_adapter(export_dir, weight_name=info['file'], prefix='vae',
-                                       adapter_name=adapter_name)
-        done['vae_lora'] = True
-    if meta.get('conv_in'):
-        path = os.path.join(export_dir, meta['conv_in'])
-        state = {k.removeprefix('conv_in.'): v for k, v in load_file(path).items()}
-        conv_in: nn.Module = pipeline.unet.conv_in
-        try:
-            conv_in.load_state_dict({k: v.to(conv_in.weight.dtype) for k, v in state.items()})
-        except RuntimeError as err:
-            raise ValueError(f'{path}: conv_in does not fit this UNet ({err}).') from err
-        done['conv_in'] = True
-    return done
-
-
-__all__ = ['write_diffusers_files', 'load_export_extras', 'model_card', 'peft_lora_config',
+__all__ = ['write_diffusers_files', 'model_card', 'peft_lora_config',
            'DIFFUSERS_LORA_FILE', 'PEFT_CONFIG_FILE', 'MODEL_CARD_FILE']

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from icmsr.datasets.image_io import load_image, pil_to_array, to_rgb
+from icmsr.fileio.image_io import load_image, pil_to_array, to_rgb
 from icmsr.models.one_step_sr import OneStepSR
 from icmsr.utils.tiling import TileSettings
 

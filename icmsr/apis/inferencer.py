@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from icmsr.datasets.image_io import ImageLoadError, MultiFrameWarning, load_image
+from icmsr.fileio.image_io import ImageLoadError, MultiFrameWarning, load_image
 from icmsr.models.one_step_sr import OneStepSR
 from icmsr.utils.tiling import TileSettings
 from .image_sr import InferenceCancelled, super_resolve_image

@@ -4,11 +4,11 @@ import os
 import warnings
 from typing import Dict, List, Optional, Tuple
 
-from icmsr.datasets.captions import load_captions, lookup_caption, read_caption_folder_file
+from icmsr.fileio.captions import load_captions, lookup_caption, read_caption_folder_file
 # Folders are listed by the toolkit's one lister (extensions, hidden-file rule);
 # decoding is attempted for every listed file and failures are reported per file.
-from icmsr.datasets.file_lists import is_hidden, scan_images
-from icmsr.datasets.image_io import IMAGE_EXTENSIONS, INPUT_EXTENSIONS
+from icmsr.fileio.file_lists import is_hidden, scan_images
+from icmsr.fileio.image_io import IMAGE_EXTENSIONS, INPUT_EXTENSIONS
 
 _GLOB_CHARS = set('*?[')
 

@@ -294,4 +294,41 @@ def build_model_from_export(export_dir: str, base_model: Optional[str] = None,
     return model.eval(), meta
 
 
-__all__ = ['export_model', 'load_model_lora', 'build_model_from_export', 'read_description']
+def load_export_extras(pipeline: Any, export_dir: str, adapter_name: str = 'icmsr_vae') -> Dict[str, bool]:
+    """Give a diffusers pipeline the export's VAE-encoder LoRA and trained ``conv_in``.
+
+    ``pipeline.load_lora_weights(export_dir)`` loads the UNet LoRA only; this adds the
+    rest of the generator: the VAE-encoder LoRA as a peft adapter on ``pipeline.vae``
+    and the trained ``conv_in`` copied over ``pipeline.unet.conv_in``. (The latter
+    changes the UNet for text-to-image use too: it is the super-resolution input layer.)
+
+    Args:
+        pipeline: Anything with ``unet`` and ``vae`` attributes (a ``StableDiffusionPipeline``).
+        export_dir: Folder written by :func:`icmsr.apis.export_model`.
+        adapter_name: Name of the VAE adapter.
+
+    Returns:
+        ``{'vae_lora': loaded?, 'conv_in': loaded?}``.
+    """
+    meta = read_description(export_dir)
+    done = dict(vae_lora=False, conv_in=False)
+    info = meta.get('vae_lora')
+    if info:
+        # weight_name makes diffusers read the LoraConfig from the file header.
+        pipeline.vae.load_lora_adapter(export_dir, weight_name=info['file'], prefix='vae',
+                                       adapter_name=adapter_name)
+        done['vae_lora'] = True
+    if meta.get('conv_in'):
+        path = os.path.join(export_dir, meta['conv_in'])
+        state = {k.removeprefix('conv_in.'): v for k, v in load_file(path).items()}
+        conv_in: nn.Module = pipeline.unet.conv_in
+        try:
+            conv_in.load_state_dict({k: v.to(conv_in.weight.dtype) for k, v in state.items()})
+        except RuntimeError as err:
+            raise ValueError(f'{path}: conv_in does not fit this UNet ({err}).') from err
+        done['conv_in'] = True
+    return done
+
+
+__all__ = ['export_model', 'load_model_lora', 'build_model_from_export', 'read_description',
+           'load_export_extras']

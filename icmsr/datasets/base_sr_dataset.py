@@ -7,9 +7,9 @@ import numpy as np
 from mmengine.dataset import BaseDataset, Compose
 
 from icmsr.registry import TRANSFORMS
-from .captions import load_captions, lookup_caption
-from .file_lists import resolve
-from .image_io import ImageLoadError
+from icmsr.fileio.captions import load_captions, lookup_caption
+from icmsr.fileio.file_lists import resolve
+from icmsr.fileio.image_io import ImageLoadError
 
 BAD_IMAGE_POLICIES = ('skip', 'raise')
 

@@ -3,8 +3,8 @@ from typing import Any, List, Sequence, Union
 
 from icmsr.registry import DATASETS
 from .base_sr_dataset import BaseSRDataset
-from .file_lists import CONFIG_HINT, MetaFileSpec, read_meta_file, resolve, scan_images
-from .image_io import IMAGE_EXTENSIONS
+from icmsr.fileio.file_lists import CONFIG_HINT, MetaFileSpec, read_meta_file, resolve, scan_images
+from icmsr.fileio.image_io import IMAGE_EXTENSIONS
 
 
 @DATASETS.register_module()

@@ -4,8 +4,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from icmsr.registry import DATASETS
 from .base_sr_dataset import BaseSRDataset
-from .file_lists import CONFIG_HINT, format_unmatched, resolve, scan_images
-from .image_io import IMAGE_EXTENSIONS
+from icmsr.fileio.file_lists import CONFIG_HINT, format_unmatched, resolve, scan_images
+from icmsr.fileio.image_io import IMAGE_EXTENSIONS
 
 
 def _index_by_key(folder: str, recursive: bool, extensions: Sequence[str]) -> Dict[str, str]:

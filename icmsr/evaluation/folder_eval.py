@@ -4,10 +4,10 @@ Pairs files by name stem, scores every pair with the same scorers as
 :class:`~icmsr.evaluation.IQAMetrics`, and keeps a per-image cache so an
 interrupted run, started again, only scores the images it has not scored yet.
 Only image files directly inside the folders are read (the toolkit's one lister,
-:func:`icmsr.datasets.file_lists.scan_images`, with its hidden-file rule), and
+:func:`icmsr.fileio.file_lists.scan_images`, with its hidden-file rule), and
 never anything under the output folder (which may sit inside the prediction
 folder). Images are read with the toolkit's one reader,
-:func:`icmsr.datasets.image_io.load_image_rgb` (EXIF orientation, 16-bit,
+:func:`icmsr.fileio.image_io.load_image_rgb` (EXIF orientation, 16-bit,
 grayscale, palette ...), exactly as the datasets read them.
 
 One bad file never stops a run: a prediction or GT that cannot be read, or a
@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from icmsr.datasets.file_lists import scan_images
-from icmsr.datasets.image_io import ImageLoadError, load_image_rgb
+from icmsr.fileio.file_lists import scan_images
+from icmsr.fileio.image_io import ImageLoadError, load_image_rgb
 from icmsr.utils.atomic_io import atomic_write
 from .fid import compute_fid
 from .reports import make_summary, mean_scores, write_json, write_per_image_csv

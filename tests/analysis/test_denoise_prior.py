@@ -48,7 +48,7 @@ def test_grid_and_table(tool, tmp_path):
 
 def test_missing_adapter_is_explained(tool, tmp_path):
     from mmengine.config import Config
-    from icmsr.registry import register_all_modules
+    from icmsr.utils.setup_env import register_all_modules
     register_all_modules()
     prior = tool.DenoisePrior(Config.fromfile(_config(tmp_path, condition=None)).model.to_dict())
     assert list(prior.conditions) == []

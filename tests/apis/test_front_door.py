@@ -11,7 +11,7 @@ from PIL import Image
 from apis_helpers import write_png
 from icmsr.apis import (InferenceCancelled, InputTooLargeError, SRInferencer, TileSettings,
                         super_resolve_image)
-from icmsr.datasets.image_io import MultiFrameWarning
+from icmsr.fileio.image_io import MultiFrameWarning
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -90,7 +90,8 @@ def test_plain_diffusers_loads_the_unet_lora(trained, export_dir, tiny_sd_folder
 
 
 def test_checkpoint_of_the_training_model_loads(pretrained_cfg, tmp_path):
-    from icmsr.registry import MODELS, register_all_modules
+    from icmsr.registry import MODELS
+    from icmsr.utils.setup_env import register_all_modules
     register_all_modules()
     cfg = copy.deepcopy(pretrained_cfg)
     cfg.update(lpips=None, loss_weights=dict(l2=1.0, lpips=0.0, reg=1.0))

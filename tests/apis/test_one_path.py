@@ -39,7 +39,8 @@ def _smooth(h, w, seed):
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
     from mmengine.config import Config
-    from icmsr.registry import MODELS, register_all_modules
+    from icmsr.registry import MODELS
+    from icmsr.utils.setup_env import register_all_modules
     root = tmp_path_factory.mktemp('one_path')
     test_dir = root / 'data' / 'test'
     for name, (h, w), seed in (('inside', (32, 32), 0), ('tiled', (48, 40), 1)):

@@ -68,7 +68,8 @@ def load_tiny_cfg():
 
 def build_model(cfg):
     """Build the tiny ICMSR with seeded initial weights."""
-    from icmsr.registry import MODELS, register_all_modules
+    from icmsr.registry import MODELS
+    from icmsr.utils.setup_env import register_all_modules
     register_all_modules()
     torch.manual_seed(0)
     return MODELS.build(copy.deepcopy(cfg.model))

@@ -11,7 +11,8 @@ def test_tiny_config_data_prepared_on_demand(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')  # importing the tool may set it; undone after
     train = importlib.import_module('train')  # tools/ is on sys.path (tests/conftest.py)
     from icmsr.engine.runner_utils import load_config
-    from icmsr.registry import DATASETS, register_all_modules
+    from icmsr.registry import DATASETS
+    from icmsr.utils.setup_env import register_all_modules
     register_all_modules()
     cfg = load_config(TINY)
     assert cfg.tiny_root == str(tmp_path / 'data')

@@ -3,7 +3,8 @@ import warnings
 
 import torch
 
-from icmsr.registry import MODELS, register_all_modules
+from icmsr.registry import MODELS
+from icmsr.utils.setup_env import register_all_modules
 from icmsr.structures import SRDataSample
 
 

@@ -10,7 +10,8 @@ from mmengine.config import Config
 from model_testlib import build_tiny, hq_batch, randomize_lora
 
 from icmsr.models import TSDRegularizer, VSDRegularizer
-from icmsr.registry import MODELS, register_all_modules
+from icmsr.registry import MODELS
+from icmsr.utils.setup_env import register_all_modules
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CFG = 7.5

@@ -59,7 +59,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     """
     args = parse_args(argv)
     from mmengine.runner import set_random_seed
-    from icmsr.registry import DATASETS, MODELS, register_all_modules
+    from icmsr.registry import DATASETS, MODELS
+    from icmsr.utils.setup_env import register_all_modules
     from icmsr.utils.atomic_io import atomic_save_image
     register_all_modules()
     cfg = load_config(args.config, args.cfg_options)

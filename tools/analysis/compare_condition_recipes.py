@@ -24,8 +24,8 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from icmsr.datasets.file_lists import scan_images  # noqa: E402
-from icmsr.datasets.image_io import load_image_rgb  # noqa: E402
+from icmsr.fileio.file_lists import scan_images  # noqa: E402
+from icmsr.fileio.image_io import load_image_rgb  # noqa: E402
 from icmsr.models.conditions import RECIPES, ConditionExtractor  # noqa: E402
 
 

@@ -159,7 +159,7 @@ def load_square(path: str, size: int) -> torch.Tensor:
     Returns:
         ``(1, 3, size, size)`` float in ``[0, 1]``.
     """
-    from icmsr.datasets.image_io import load_image_rgb
+    from icmsr.fileio.image_io import load_image_rgb
     x = torch.from_numpy(np.array(load_image_rgb(path))).permute(2, 0, 1)[None].float() / 255
     size = size // 8 * 8
     h, w = x.shape[-2:]
@@ -244,7 +244,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Build the teacher, run every image, save grids and the RMSE table."""
     args = parse_args(argv)
     from mmengine.config import Config
-    from icmsr.registry import register_all_modules
+    from icmsr.utils.setup_env import register_all_modules
     register_all_modules()
     prior = DenoisePrior(Config.fromfile(args.config).model.to_dict(), args.adapter_color,
                          args.adapter_canny, args.device, args.cfg_scale)

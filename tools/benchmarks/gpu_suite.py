@@ -230,7 +230,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.worker:
         import warnings
         warnings.simplefilter('ignore')
-        from icmsr.registry import register_all_modules
+        from icmsr.utils.setup_env import register_all_modules
         register_all_modules()
         case = {c['name']: c for c in plan(args)}[args.worker]
         from gpu_cases import CASES  # next to this file, on sys.path when run as a script

@@ -134,7 +134,7 @@ def main() -> None:
     # The demo-data maker is scaffolding next to the tools, not part of icmsr.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from demo_data import make_synthetic_paired_set, skimage_training_images
-    from icmsr.registry import register_all_modules
+    from icmsr.utils.setup_env import register_all_modules
     register_all_modules()
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, 'data')

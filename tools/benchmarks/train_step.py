@@ -40,7 +40,8 @@ def _worker(arch: str, layout: str, regularizer: str, size: int, steps: int, bat
     from mmengine.optim import build_optim_wrapper
 
     from bench_models import bench_model_config
-    from icmsr.registry import MODELS, register_all_modules
+    from icmsr.registry import MODELS
+    from icmsr.utils.setup_env import register_all_modules
     from icmsr.structures import SRDataSample
 
     warnings.simplefilter('ignore')

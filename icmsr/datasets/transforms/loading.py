@@ -4,16 +4,16 @@ from typing import Optional
 from mmcv.transforms import BaseTransform
 
 from icmsr.registry import TRANSFORMS
-from ..image_io import load_image_rgb
+from icmsr.fileio.image_io import load_image_rgb
 
 
 @TRANSFORMS.register_module()
 class LoadImageFromFile(BaseTransform):
     """Read ``results[f'{key}_path']`` into ``results[key]`` as ``uint8`` RGB ``(H, W, 3)``.
 
-    Decoding follows :func:`icmsr.datasets.image_io.load_image_rgb` (16-bit,
+    Decoding follows :func:`icmsr.fileio.image_io.load_image_rgb` (16-bit,
     grayscale, palette, CMYK, alpha, EXIF orientation); an unreadable file raises
-    :class:`~icmsr.datasets.image_io.ImageLoadError`, which the dataset's
+    :class:`~icmsr.fileio.image_io.ImageLoadError`, which the dataset's
     ``on_bad_image`` policy handles. Also sets ``results[f'{key}_ori_shape']``.
 
     Args:

@@ -3,7 +3,7 @@
 Every part of the toolkit that lists a folder of images (datasets, ``tools/infer.py``
 inputs, ``tools/eval_folder.py``) calls :func:`scan_images`, so one rule decides
 what counts as an image: a file (or link to one) with an extension of
-:data:`~icmsr.datasets.image_io.IMAGE_EXTENSIONS` (any case), whose name and
+:data:`~icmsr.fileio.image_io.IMAGE_EXTENSIONS` (any case), whose name and
 sub-folder names do not start with ``.`` (hidden files, editor and OS droppings
 such as ``._0001.png`` or ``.DS_Store``, and the temporary files of
 :mod:`icmsr.utils.atomic_io`).
