@@ -1,4 +1,5 @@
 """Checkpoints: no partial file under a checkpoint's name, and --resume survives a bad newest one."""
+import builtins
 import os
 import signal
 import subprocess
@@ -114,30 +115,33 @@ class _KilledWhileWritingPointer(Exception):
 def test_pointer_killed_mid_write_keeps_the_previous_one(tmp_path, monkeypatch, hook_type):
     """A kill inside the second pointer write must leave the first ``last_checkpoint``.
 
-    MMEngine's own hook truncates the real pointer first (the observed empty
-    ``last_checkpoint``); ours writes a staged copy and replaces the pointer atomically.
+    Any file opened for writing the pointer (``last_checkpoint`` itself, or a temporary
+    file of it) is truncated and then the "kill" strikes. MMEngine's own hook truncates the
+    real pointer (the observed empty ``last_checkpoint``); ours replaces it atomically.
     """
-    import mmengine.hooks.checkpoint_hook as hook_module
+    real_open = builtins.open
     pointer_writes = []
 
     def open_killing_second_pointer_write(file, mode='r', *args, **kwargs):
-        handle = open(file, mode, *args, **kwargs)  # 'w' truncates, as the real open does
-        if os.path.basename(str(file)) == 'last_checkpoint' and 'w' in mode:
+        handle = real_open(file, mode, *args, **kwargs)  # 'w' truncates, as the real open does
+        if os.path.basename(str(file)).lstrip('.').startswith('last_checkpoint') and 'w' in mode:
             pointer_writes.append(file)
             if len(pointer_writes) == 2:
                 handle.close()
                 raise _KilledWhileWritingPointer(str(file))
         return handle
 
-    monkeypatch.setattr(hook_module, 'open', open_killing_second_pointer_write, raising=False)
+    monkeypatch.setattr(builtins, 'open', open_killing_second_pointer_write)
     kwargs = toy_runner_cfg(str(tmp_path), max_iters=4, ckpt_interval=2)
     kwargs['default_hooks']['checkpoint']['type'] = hook_type
     with pytest.raises(_KilledWhileWritingPointer):
         Runner(**kwargs).train()
+    monkeypatch.undo()
     pointer = (tmp_path / 'last_checkpoint').read_text()
     if hook_type == 'CheckpointHook':
         assert pointer == ''  # the failure the atomic hook exists for
         return
+    assert os.path.basename(pointer_writes[1]).startswith('.last_checkpoint.')  # a temp file
     assert pointer == str(tmp_path / 'iter_2.pth')
     assert checkpoint_problem(str(tmp_path / 'iter_4.pth')) is None  # the save itself was whole
     assert not [n for n in os.listdir(tmp_path) if n.startswith('.last_checkpoint')]
