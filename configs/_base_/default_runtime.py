@@ -8,7 +8,8 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     # Trainable weights + optimizer/scheduler/loop state every `interval` iterations;
     # the last 3 are kept (the frozen SD weights are never written). Checkpoints and
-    # the `last_checkpoint` pointer are replaced atomically, never written in place.
+    # the `last_checkpoint` pointer are replaced atomically, never written in place;
+    # leftovers of a killed save are removed at the next start.
     checkpoint=dict(type='AtomicCheckpointHook', interval=5000, by_epoch=False,
                     max_keep_ckpts=3, save_last=True),
     sampler_seed=dict(type='DistSamplerSeedHook'),
@@ -16,7 +17,7 @@ default_hooks = dict(
     random_state=dict(type='RandomStateHook'),
     # Skipped non-finite steps are logged; `max_consecutive` in a row stop the run.
     nan_guard=dict(type='NonFiniteGuardHook', max_consecutive=10),
-    # Grid of LQ | SR | HQ | condition maps of the current batch, to every vis backend.
+    # Grid of LQ | SR | HQ | condition maps of the batch just trained, to every vis backend.
     visualization=dict(type='SRVisualizationHook', interval=1000, max_images=4),
 )
 # Hooks live in `default_hooks` (a dict) so that a child config changes one field,

@@ -6,16 +6,14 @@ from mmengine.runner import IterBasedTrainLoop
 from icmsr.registry import LOOPS
 
 
-class _RestoreBeforeFirstNewBatch:
-    """Wrap the loop's batch iterator; call the restore hooks before the first new batch.
+class _AnnounceEndOfReplay:
+    """Wrap the loop's batch iterator; call ``after_data_replay`` before the first new batch.
 
-    On resume, MMEngine's ``IterBasedTrainLoop.run`` replays the dataloader for
-    ``loop.iter`` batches and then fetches the first batch to train on, all in
-    one method. Fetching draws random numbers (crops, flips of the main-process
-    pipeline), so the saved random streams must be back *between* the replay
-    and that fetch. The iterator is the one object both pass through: it counts
-    the replayed batches (``loop.iter`` of them, read at the first call) and
-    restores just before handing out the next one.
+    MMEngine's ``IterBasedTrainLoop.run`` replays the dataloader for ``loop.iter``
+    batches and then fetches the first batch to train on, all in one method. The
+    iterator is the one object both pass through: it counts the replayed batches
+    (``loop.iter`` of them, read at the first call) and, just before handing out
+    the next one, calls the hooks' ``after_data_replay`` through the runner.
 
     Args:
         iterator: The loop's ``dataloader_iterator``.
@@ -27,7 +25,7 @@ class _RestoreBeforeFirstNewBatch:
         self.loop = loop
         self._replay_left = None
 
-    def __iter__(self) -> '_RestoreBeforeFirstNewBatch':
+    def __iter__(self) -> '_AnnounceEndOfReplay':
         return self
 
     def __next__(self):
@@ -35,10 +33,7 @@ class _RestoreBeforeFirstNewBatch:
             self._replay_left = self.loop.iter  # resumed iteration (0 for a fresh run)
         if self._replay_left == 0:
             self._replay_left = -1
-            from icmsr.engine.random_state import RandomStateHook
-            for hook in self.loop.runner.hooks:
-                if isinstance(hook, RandomStateHook):
-                    hook.restore_pending(self.loop.runner)
+            self.loop.runner.call_hook('after_data_replay')
         elif self._replay_left > 0:
             self._replay_left -= 1
         return next(self.iterator)
@@ -46,24 +41,22 @@ class _RestoreBeforeFirstNewBatch:
 
 @LOOPS.register_module()
 class ExactResumeIterBasedTrainLoop(IterBasedTrainLoop):
-    """``IterBasedTrainLoop`` that restores the saved random streams after the data replay.
+    """``IterBasedTrainLoop`` that tells the hooks when the resume's data replay is over.
 
-    On resume MMEngine replays the dataloader up to the saved iteration (so
-    the sampler order and per-worker augmentation streams line up), and this
-    replay draws random numbers in the main process. Random states restored
-    before it would be consumed by it; restored after it, the next batch and
-    the next training step see exactly the streams of the uninterrupted run.
-    The restoring is done by :class:`~icmsr.engine.random_state.RandomStateHook`
-    (:meth:`~icmsr.engine.random_state.RandomStateHook.restore_pending`), called
-    by a thin wrapper of the loop's ``dataloader_iterator`` just before the
-    first batch after the replay is fetched. MMEngine's ``run`` is used as it is.
+    On resume MMEngine replays the dataloader up to the saved iteration (so the
+    sampler order and per-worker augmentation streams line up), and the replay
+    draws random numbers in the main process. Random states restored before it
+    would be consumed by it; restored after it, the next batch and the next
+    training step see exactly the streams of the uninterrupted run. This loop
+    calls the hook method ``after_data_replay(runner)`` (through
+    ``runner.call_hook``, MMEngine's way for custom hook methods) just before the
+    first batch after the replay is fetched, also on a fresh start;
+    :class:`~icmsr.engine.random_state.RandomStateHook` restores the states there.
+    MMEngine's ``run`` is used as it is.
 
     Args are those of :class:`mmengine.runner.IterBasedTrainLoop`.
     """
 
-    #: Read by RandomStateHook: this loop restores the states itself.
-    restores_random_state = True
-
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.dataloader_iterator = _RestoreBeforeFirstNewBatch(self.dataloader_iterator, self)
+        self.dataloader_iterator = _AnnounceEndOfReplay(self.dataloader_iterator, self)

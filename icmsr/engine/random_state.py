@@ -14,9 +14,9 @@ resume exact:
 * ``after_load_checkpoint``: keeps those states aside. The train loop
   (:class:`~icmsr.engine.loops.ExactResumeIterBasedTrainLoop`) first replays the
   dataloader to the resumed iteration, which consumes random numbers of its
-  own, and calls :meth:`RandomStateHook.restore_pending` just before the first
-  new batch is fetched.
-* Validation and visualisation are made invisible to the training stream: the
+  own, and then calls the hook method ``after_data_replay`` (through the
+  runner), where the states are put back, just before the first new batch.
+* Validation is made invisible to the training stream: the
   states are captured before a validation run and put back after it, so a run
   validated every 1000 iterations and one never validated follow the same path.
 """
@@ -150,38 +150,28 @@ class RandomStateHook(Hook):
         self._training = False  # between before_train and after_train
         self._gathered: Optional[List[Dict[str, Any]]] = None
 
-    @staticmethod
-    def _checkpoint_due(runner) -> bool:
-        """Whether a ``CheckpointHook`` saves after this training iteration (its own rule)."""
-        from mmengine.hooks import CheckpointHook
-        for hook in runner.hooks:
-            if isinstance(hook, CheckpointHook) and not hook.by_epoch:
-                if hook.every_n_train_iters(runner, hook.interval, hook.save_begin) or (
-                        hook.save_last and hook.is_last_train_iter(runner)):
-                    return True
-        return False
-
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
                          outputs: Any = None) -> None:
-        """Gather every rank's random states, on every rank, when a checkpoint follows.
+        """Distributed: gather every rank's random states, on every rank.
 
         MMEngine saves checkpoints on rank 0 only (``Runner.save_checkpoint`` is
         ``master_only``), so a collective inside ``before_save_checkpoint`` would wait
-        forever for the other ranks. This hook runs before the ``CheckpointHook``
-        (priority VERY_HIGH vs VERY_LOW) and nothing between them draws random numbers
-        for good (the visualisation hook restores what it uses), so the states gathered
-        here are the ones of the save.
+        forever for the other ranks. The states are gathered after every iteration
+        instead (one ``all_gather_object`` of a few tens of kB, small beside the
+        iteration's gradient all-reduce), by this hook that runs before the
+        ``CheckpointHook`` (priority VERY_HIGH vs VERY_LOW); the hooks between them
+        draw no random numbers, so the states gathered here are the ones of a save.
         """
-        if is_distributed() and self._checkpoint_due(runner):
+        if is_distributed():
             self._gathered = all_gather_object(capture_random_state(runner.model))
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Add every rank's random states to ``checkpoint``."""
         if is_distributed():
-            states, self._gathered = self._gathered, None
-            if states is None:  # a save outside CheckpointHook's schedule: this rank only
-                runner.logger.warning('RandomStateHook: checkpoint saved outside the '
-                                      'CheckpointHook schedule; only this rank\'s random '
+            states = self._gathered
+            if states is None:  # a save before the first iteration: this rank only
+                runner.logger.warning('RandomStateHook: checkpoint saved before any '
+                                      'training iteration; only this rank\'s random '
                                       'states are stored, resume re-seeds the others.')
                 checkpoint[CHECKPOINT_KEY] = {'world_size': 1,
                                               'ranks': [capture_random_state(runner.model)]}
@@ -204,35 +194,29 @@ class RandomStateHook(Hook):
             return
         self._pending = saved['ranks'][get_rank()]
 
-    def restore_pending(self, runner) -> bool:
-        """Restore the states loaded by :meth:`after_load_checkpoint`, once.
-
-        Args:
-            runner: The Runner.
-
-        Returns:
-            Whether anything was restored.
-        """
+    def after_data_replay(self, runner) -> None:
+        """Restore the states loaded by :meth:`after_load_checkpoint` (called by the loop)."""
         if self._pending is None:
-            return False
+            return
         missing = restore_random_state(self._pending, runner.model)
         self._pending = None
         if missing:
             runner.logger.warning(
                 f'RandomStateHook: generators {missing} are not in the checkpoint and keep '
                 'their freshly seeded state.')
-        return True
 
     def before_train(self, runner) -> None:
-        """Restore pending states when the loop does not do it (e.g. a plain loop)."""
+        """Training starts: validation runs from now on are isolated."""
         self._training = True
-        # The Runner builds its train loop before calling this hook.
-        loop = runner.train_loop
-        if self._pending is not None and not getattr(loop, 'restores_random_state', False):
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
+        """Restore states still pending: the loop never announced the end of its replay."""
+        if self._pending is not None:
             runner.logger.warning(
-                'RandomStateHook: the train loop does not replay data before restoring '
-                'random states; use ExactResumeIterBasedTrainLoop for an exact resume.')
-            self.restore_pending(runner)
+                'RandomStateHook: the train loop does not call `after_data_replay`; random '
+                'states are restored after the first batch was fetched, so the resumed run '
+                'is not exact. Use ExactResumeIterBasedTrainLoop for an exact resume.')
+            self.after_data_replay(runner)
 
     def after_train(self, runner) -> None:
         """Validation after training (``runner.val()``) needs no isolation."""

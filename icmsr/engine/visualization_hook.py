@@ -10,7 +10,6 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torchvision.utils import make_grid
 
-from icmsr.engine.random_state import capture_random_state, restore_random_state
 from icmsr.registry import HOOKS
 
 
@@ -77,17 +76,17 @@ def sr_grid(columns: List[torch.Tensor], max_images: int,
 
 @HOOKS.register_module()
 class SRVisualizationHook(Hook):
-    """Every ``interval`` iterations, super-resolve the current training batch and log a grid.
+    """Every ``interval`` iterations, log a grid of the batch the training step just trained on.
 
-    Columns: LQ (the degraded input, resized to the GT size), SR, HQ, then the
-    condition maps the teacher saw (colormap, Canny, or the LQ condition), each
-    named in a label strip above the grid. The grid goes to every backend of the Runner's visualizer
+    Columns: LQ (the degraded input at the GT size), SR (the generator's output
+    of that step, before its update), HQ, then the condition maps the teacher
+    saw (colormap, Canny, or the LQ condition), each named in a label strip
+    above the grid. The training step hands them over as the model's
+    ``last_batch`` (``ICMSR.train_step``); the hook computes nothing and draws no
+    random numbers, so switching it on or off does not change the training run.
+    The grid goes to every backend of the Runner's visualizer
     (``LocalVisBackend``: ``<work_dir>/<timestamp>/vis_data/vis_image``;
     ``TensorboardVisBackend``: the *Images* tab).
-
-    The extra forward pass draws random numbers (the degradation); the random
-    streams are restored afterwards, so switching the hook on or off does not
-    change the training run.
 
     Args:
         interval: Iterations between two grids (also written at the last iteration).
@@ -108,24 +107,18 @@ class SRVisualizationHook(Hook):
     def after_train_iter(self, runner, batch_idx: int, data_batch: Optional[dict] = None,
                          outputs: Optional[dict] = None) -> None:
         """Log a grid when the iteration count hits the interval."""
-        if data_batch is None:
-            return
-        if not (self.every_n_train_iters(runner, self.interval) or self.is_last_train_iter(runner)):
-            return
-        self._log_grid(runner, data_batch)
+        if self.every_n_train_iters(runner, self.interval) or self.is_last_train_iter(runner):
+            self._log_grid(runner)
 
     @master_only
-    def _log_grid(self, runner, data_batch: dict) -> None:
+    def _log_grid(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        state = capture_random_state(model)
-        was_training = model.training
-        try:
-            model.eval()
-            with torch.no_grad():
-                columns = self.panels(model, data_batch)
-        finally:
-            model.train(was_training)
-            restore_random_state(state, model)
+        batch = getattr(model, 'last_batch', None)
+        if batch is None:
+            raise RuntimeError(f'SRVisualizationHook: {type(model).__name__}.train_step hands '
+                               'over no `last_batch`; remove the hook from default_hooks.')
+        conditions = list(model.condition_panels(batch['cond']))
+        columns = [batch['lq'], batch['sr'], batch['gt']] + conditions
         grid = sr_grid(columns, self.max_images, self.labels(model, len(columns)))
         runner.visualizer.add_image(self.name, grid, step=runner.iter + 1)
 
@@ -135,7 +128,7 @@ class SRVisualizationHook(Hook):
 
         Args:
             model: The unwrapped model.
-            num_columns: Number of panels computed by :meth:`panels`.
+            num_columns: Number of panels.
 
         Returns:
             One label per column.
@@ -146,19 +139,3 @@ class SRVisualizationHook(Hook):
         # Unknown extractors: number the extra panels rather than mislabel them.
         names += [f'condition {i}' for i in range(1, num_columns - len(names) + 1)]
         return names[:num_columns]
-
-    @staticmethod
-    def panels(model, data_batch: dict) -> List[torch.Tensor]:
-        """Compute the grid's columns for one batch.
-
-        Args:
-            model: The unwrapped ``ICMSR`` model.
-            data_batch: A batch as given by the dataloader.
-
-        Returns:
-            ``[lq, sr, hq, *conditions]``, each ``(B, C, h, w)`` in ``[0, 1]``.
-        """
-        batch = model.training_inputs(data_batch)
-        lq, gt = batch['lq'], batch['gt']
-        sr = model.super_resolve(lq, output_size=gt.shape[-2:])
-        return [lq, sr, gt] + list(model.condition_panels(batch['cond']))

@@ -162,7 +162,9 @@ class ICMSR(OneStepSR):
 
         Returns:
             Log variables: ``loss`` (generator total), ``loss_l2``,
-            ``loss_lpips``, ``loss_reg``, ``loss_aux``.
+            ``loss_lpips``, ``loss_reg``, ``loss_aux``. The batch itself is handed
+            to ``SRVisualizationHook`` as ``self.last_batch``: ``lq``, ``sr`` (this
+            step's output), ``gt`` in ``[0, 1]`` and ``cond``.
         """
         batch = self.training_inputs(data)
         gt01, lq01 = batch['gt'], batch['lq']
@@ -176,6 +178,8 @@ class ICMSR(OneStepSR):
         gen_ow = optim_wrapper['generator']
         with gen_ow.optim_context(self.generator):
             x_hat, z0 = self.generator(lq, embeds)
+            self.last_batch = dict(lq=lq01, sr=(x_hat.detach() + 1) / 2, gt=gt01,
+                                   cond=batch['cond'])
             losses = dict(loss_l2=F.mse_loss(x_hat, gt) * w['l2'])
             if self.lpips is not None:
                 losses['loss_lpips'] = self.lpips(x_hat, gt).mean() * w['lpips']

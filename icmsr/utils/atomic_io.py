@@ -15,10 +15,13 @@ import contextlib
 import io
 import json
 import os
+import re
 import tempfile
 from typing import Any, Iterator, Optional
 
 _MODES = ('w', 'wb', 'wt')
+# '.<name>.<random>.tmp<ext of name>', as atomic_path names its temporary files.
+_TEMP_NAME = re.compile(r'^\.(?P<name>.+)\.[a-z0-9_]+\.tmp(?P<ext>(?:\.[^.]*)?)$')
 
 
 def _current_umask() -> int:
@@ -59,6 +62,21 @@ def atomic_path(path: str) -> Iterator[str]:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def unfinished_target(filename: str) -> Optional[str]:
+    """The final name a temporary file of :func:`atomic_path` was written for.
+
+    Args:
+        filename: A file name (no folder), e.g. a leftover of a killed process.
+
+    Returns:
+        ``'iter_4.pth'`` for ``'.iter_4.pth.k2j4x9q_.tmp.pth'``; None for other names.
+    """
+    match = _TEMP_NAME.match(filename)
+    if match is None or os.path.splitext(match['name'])[1] != match['ext']:
+        return None
+    return match['name']
 
 
 @contextlib.contextmanager
