@@ -106,6 +106,9 @@ def basicsr_niqe_params() -> Dict[str, torch.Tensor]:
 class NIQEScorer:
     """NIQE on the Y channel (YIQ, as pyiqa) with basicsr's parameters.
 
+    Images are scored as 8-bit (rounded to 8-bit codes first), so the integer Y
+    channel and the score are the same on every CPU (see :mod:`.niqe`).
+
     Args:
         crop_border: Pixels dropped at each edge before scoring.
     """
@@ -125,15 +128,11 @@ class NIQEScorer:
         Returns:
             One NIQE value per image.
         """
-        # pyiqa's calculate_niqe with a separable Gaussian (~4x faster on CPU, equal
-        # to 1e-7; tests/evaluation/test_fast_niqe.py).
-        from .fast_niqe import calculate_niqe_fast
-        # float32 like pyiqa's file reader: the Y channel is rounded to integers, and
-        # float64 would round a few .5 boundary pixels differently.
+        from .niqe import niqe_8bit
         pred = pred.detach().float().cpu()
         # One image at a time: NIQE drops partial 96-px blocks per image, which a
         # batch of differently sized images could not express.
-        return [float(calculate_niqe_fast(p[None], self.crop_border, self.mu, self.cov))
+        return [float(niqe_8bit(p[None], self.mu, self.cov, self.crop_border))
                 for p in pred]
 
 
