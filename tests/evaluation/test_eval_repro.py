@@ -76,7 +76,7 @@ def test_psnr_ssim_niqe_averages_over_all_100_images(log, scorers):
         assert abs(values['ssim'][-1] - per_image[key]['ssim']) <= 5e-5 + 1e-9, key
         # Our NIQE is exact integer Y + float64, the same on every CPU (AVX2/AVX512,
         # MKL paths, threads: within 1e-11). The log's value is not: its machine
-        # rounded each x.5 tie of pyiqa's float32 Y its own way (test_fast_niqe.py).
+        # rounded each x.5 tie of pyiqa's float32 Y its own way (test_niqe.py).
         # The tie resolutions we can emulate (all down, all up, float32 with and
         # without FMA) move NIQE by up to 0.014 from the exact value on 99 of
         # these images and 0.033 on Canon_001 (722 ties); ours is within 0.0133 of
