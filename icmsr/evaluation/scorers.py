@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from .fast_ssim import FastSSIMScorer
-from .weights import check_weights_available, offline_pyiqa, resolve_weights_dir
+from .weights import (check_weights_available, create_pyiqa_metric, offline_pyiqa,
+                      resolve_weights_dir)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ METRIC_INFO: Dict[str, MetricInfo] = {m.name: m for m in [
     MetricInfo('musiq', 'MUSIQ', False, False, 'musiq'),
     MetricInfo('maniqa', 'MANIQA', False, False, 'maniqa-pipal'),
     MetricInfo('clipiqa', 'CLIPIQA', False, False, 'clipiqa'),
-    MetricInfo('topiq_nr', 'TOPIQ', False, False, 'topiq_nr'),
+    # Its checkpoint holds the ResNet-50 backbone: no ImageNet weights needed first.
+    MetricInfo('topiq_nr', 'TOPIQ', False, False, 'topiq_nr', dict(backbone_pretrain=False)),
     MetricInfo('liqe', 'LIQE', False, False, 'liqe'),
     MetricInfo('psnr', 'PSNR', False, True, 'psnr', dict(_Y, crop_border=0)),
     MetricInfo('ssim', 'SSIM', False, True, 'ssim', dict(_Y, crop_border=0)),
@@ -143,15 +145,16 @@ class PyiqaScorer:
         info: The metric's :class:`MetricInfo`.
         device: Device to run on.
         options: Overrides of the default options (e.g. ``crop_border``).
+        weights_dir: Offline weights folder (named in errors), or None.
     """
 
-    def __init__(self, info: MetricInfo, device: torch.device, options: Optional[Dict] = None):
-        import pyiqa
+    def __init__(self, info: MetricInfo, device: torch.device, options: Optional[Dict] = None,
+                 weights_dir: Optional[str] = None):
         self.info = info
         self.device = device
         opts = dict(info.options)
         opts.update(options or {})
-        self.model = pyiqa.create_metric(info.pyiqa_name, device=device, **opts)
+        self.model = create_pyiqa_metric(info.name, info.pyiqa_name, device, weights_dir, **opts)
 
     @torch.no_grad()
     def __call__(self, pred: torch.Tensor, gt: Optional[torch.Tensor] = None) -> List[float]:
@@ -197,7 +200,7 @@ def build_scorers(metrics: Sequence[str], device: Optional[str] = None,
     weights_dir = resolve_weights_dir(weights_dir)
     check_weights_available(keys, weights_dir)  # one clear message, also without a folder
     scorers: Dict[str, Callable] = {}
-    with offline_pyiqa(weights_dir):
+    with offline_pyiqa(weights_dir, keys):
         for key in keys:
             info = METRIC_INFO[key]
             if info.set_level:
@@ -209,7 +212,7 @@ def build_scorers(metrics: Sequence[str], device: Optional[str] = None,
                 scorers[key] = FastSSIMScorer(**{**info.options, **options.get(key, {})},
                                               device=dev)
             else:
-                scorers[key] = PyiqaScorer(info, dev, options.get(key))
+                scorers[key] = PyiqaScorer(info, dev, options.get(key), weights_dir)
     return scorers
 
 
