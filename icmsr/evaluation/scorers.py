@@ -200,7 +200,7 @@ def build_scorers(metrics: Sequence[str], device: Optional[str] = None,
     weights_dir = resolve_weights_dir(weights_dir)
     check_weights_available(keys, weights_dir)  # one clear message, also without a folder
     scorers: Dict[str, Callable] = {}
-    with offline_pyiqa(weights_dir, keys):
+    with offline_pyiqa(weights_dir, [k for k in keys if not METRIC_INFO[k].set_level]):
         for key in keys:
             info = METRIC_INFO[key]
             if info.set_level:

@@ -284,6 +284,8 @@ def offline_pyiqa(weights_dir: Optional[str], metrics: Sequence[str] = ()) -> It
 
 def _check_read_from(weights_dir: str, metrics: Sequence[str]) -> None:
     """Fail unless each needed file is where pyiqa, torchvision and CLIP will look."""
+    if not required_files(metrics):
+        return
     import torch.hub
     from pyiqa.utils.download_util import DEFAULT_CACHE_DIR  # first import: the folder
     hub = torch.hub.get_dir()
