@@ -232,7 +232,8 @@ def check_weights_available(metrics: Sequence[str], weights_dir: Optional[str] =
         return
     home = default_weights_home()
     missing = [f'  {os.path.join(home, wf.relpath)}\n      from {wf.url}'
-               for wf in required_files(metrics) if not os.path.isfile(os.path.join(home, wf.relpath))]
+               for wf in required_files(metrics)
+               if not os.path.isfile(os.path.join(home, wf.relpath))]
     missing += missing_hf_files(metrics)
     if missing:
         from icmsr.utils.network import hub_reachable
@@ -240,7 +241,6 @@ def check_weights_available(metrics: Sequence[str], weights_dir: Optional[str] =
             raise MetricWeightsError(_missing_message(
                 missing, home, f'torch\'s cache; no ${ENV_VAR} or --weights folder is set '
                 'and the network is unreachable'))
-
 
 
 @contextlib.contextmanager
@@ -252,9 +252,10 @@ def offline_pyiqa(weights_dir: Optional[str], metrics: Sequence[str] = ()) -> It
     block (both restored after): torchvision and CLIP read the folder when they
     load, and pyiqa, when first imported here, keeps its checkpoints there. After
     :func:`check_weights_available` (run it first), every file the metrics need is
-    checked where those libraries will read it, so nothing is downloaded. pyiqa fixes its folder at its first import and
-    ``torch.hub.set_dir()`` overrides ``TORCH_HOME``: a process that did either
-    elsewhere is told to set ``ICMSR_METRIC_WEIGHTS`` before it starts.
+    checked where those libraries will read it, so nothing is downloaded. pyiqa
+    fixes its folder at its first import and ``torch.hub.set_dir()`` overrides
+    ``TORCH_HOME``: a process that did either elsewhere is told to set
+    ``ICMSR_METRIC_WEIGHTS`` before it starts.
 
     Args:
         weights_dir: The weights folder, or None.
@@ -332,7 +333,7 @@ def create_pyiqa_metric(key: str, pyiqa_name: str, device, weights_dir: Optional
             f'{key} could not be built from {", ".join(files)} (a wrong or corrupt file? '
             f're-download it): {type(err).__name__}: {str(err)[:500]}') from err
     for path in files if key in _NON_STRICT else []:
-        if '/hub/pyiqa/' not in path.replace(os.sep, '/'):
+        if '/hub/pyiqa/' not in path.replace(os.sep, '/') or not os.path.isfile(path):
             continue
         state = torch.load(path, map_location='cpu', weights_only=True)
         names = {k[7:] if k.startswith('module.') else k for k in state}

@@ -104,7 +104,6 @@ def test_file_list_covers_every_metric_and_has_urls():
 
 def test_buildable_metrics_build_offline_from_standins(standin, hf_cache, tmp_path):
     """Every stand-in metric builds and scores, FID sees exactly the listed files, no socket."""
-    import numpy as np
     from PIL import Image
     for sub in ('sr', 'gt'):
         (tmp_path / sub).mkdir()
