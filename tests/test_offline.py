@@ -37,21 +37,25 @@ def test_offline_requested_skips_the_probe(monkeypatch):
 
 
 def test_pretrained_error_names_env_vars_and_fails_fast_offline(tmp_path):
+    # The ~40 s seen before were hub retries: the cause is checked (no connection is
+    # attempted at all), not a wall-clock figure that depends on the machine.
     script = textwrap.dedent('''
-        import time
+        import socket
+        attempts = []
+        def refuse(*args, **kwargs):
+            attempts.append(repr(args[1:2] or args[:1]))
+            raise OSError('network refused by the test')
+        socket.socket.connect = socket.socket.connect_ex = socket.create_connection = refuse
         from icmsr.models.backbones import PretrainedWeightsError, build_unet
-        start = time.perf_counter()
         try:
             build_unet(from_pretrained='CompVis/stable-diffusion-v1-4')
         except PretrainedWeightsError as err:
-            print('SECONDS', time.perf_counter() - start)
+            print('ATTEMPTS', len(attempts), attempts)
             print(err)
     ''')
     env = dict(os.environ, PYTHONPATH=ROOT, HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path / 'hf'))
     out = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True,
                          text=True, timeout=300).stdout
-    assert 'SECONDS' in out, out
-    seconds = float(out.split('SECONDS')[1].split()[0])
-    assert seconds < 10  # not the ~40 s of hub retries
+    assert 'ATTEMPTS 0 []' in out, out
     for name in ('ICMSR_SD14', 'ICMSR_ADAPTER_COLOR', 'ICMSR_ADAPTER_CANNY', 'from_pretrained'):
         assert name in out

@@ -9,7 +9,8 @@
 Then copy the folder to the evaluation machine and point
 ``ICMSR_METRIC_WEIGHTS`` (or ``--weights`` / ``weights_dir=``) at it. The layout
 is that of ``$TORCH_HOME``: ``hub/pyiqa``, ``hub/checkpoints``, ``hub/clip``
-(see ``docs/evaluation.md``).
+(see ``docs/evaluation.md``). MANIQA's timm backbone goes to the Hugging Face
+cache instead (copy that too, or set ``HF_HOME`` alike on both machines).
 """
 import argparse
 import os
@@ -19,7 +20,7 @@ import urllib.request
 from typing import List, Optional
 
 from icmsr.evaluation.scorers import DEFAULT_METRICS, canonical_name
-from icmsr.evaluation.weights import WeightFile, required_files
+from icmsr.evaluation.weights import HF_FILES, WeightFile, missing_hf_files, required_files
 
 
 def plan(out_dir: str, metrics: List[str]) -> List[tuple]:
@@ -70,6 +71,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     metrics = [canonical_name(m) for m in args.metrics]
     failed = 0
+    missing_hf = ''.join(missing_hf_files(metrics))
+    for repo, filename in [f for m in metrics for f in HF_FILES.get(m, [])]:
+        present = f'{repo}/{filename} ' not in missing_hf
+        state = 'present' if present else ('would fetch' if args.dry_run else 'fetching')
+        print(f'[{state}] https://huggingface.co/{repo}/resolve/main/{filename}\n'
+              '    -> the Hugging Face cache')
+        if not (present or args.dry_run):
+            try:
+                from huggingface_hub import hf_hub_download
+                hf_hub_download(repo, filename)
+            except Exception as err:  # report every failure, keep going with the rest
+                failed += 1
+                print(f'    FAILED: {type(err).__name__}: {err}', file=sys.stderr)
     for wf, target, present in plan(args.out, metrics):
         state = 'present' if present else ('would fetch' if args.dry_run else 'fetching')
         print(f'[{state}] {wf.url}\n    -> {target}')

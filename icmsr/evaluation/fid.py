@@ -11,7 +11,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from .weights import check_weights_available, offline_pyiqa, resolve_weights_dir
+from .weights import (check_weights_available, create_pyiqa_metric, offline_pyiqa,
+                      resolve_weights_dir)
 
 
 def _link_all(files: Sequence[str], folder: str) -> None:
@@ -47,12 +48,11 @@ def compute_fid(sr_files: Sequence[str], gt_files: Sequence[str],
     if not sr_files or not gt_files:
         raise ValueError(f'FID needs images on both sides (got {len(sr_files)} SR, '
                          f'{len(gt_files)} GT)')
-    import pyiqa
     weights_dir = resolve_weights_dir(weights_dir)
     check_weights_available(['fid'], weights_dir)
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    with offline_pyiqa(weights_dir):
-        model = pyiqa.create_metric('fid', device=dev)
+    with offline_pyiqa(weights_dir, ['fid']):
+        model = create_pyiqa_metric('fid', 'fid', dev, weights_dir)
     with tempfile.TemporaryDirectory(prefix='icmsr_fid_') as tmp:
         sr_dir, gt_dir = os.path.join(tmp, 'sr'), os.path.join(tmp, 'gt')
         os.makedirs(sr_dir)

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from .fast_ssim import FastSSIMScorer
-from .weights import check_weights_available, offline_pyiqa, resolve_weights_dir
+from .weights import (check_weights_available, create_pyiqa_metric, offline_pyiqa,
+                      resolve_weights_dir)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ METRIC_INFO: Dict[str, MetricInfo] = {m.name: m for m in [
     MetricInfo('musiq', 'MUSIQ', False, False, 'musiq'),
     MetricInfo('maniqa', 'MANIQA', False, False, 'maniqa-pipal'),
     MetricInfo('clipiqa', 'CLIPIQA', False, False, 'clipiqa'),
-    MetricInfo('topiq_nr', 'TOPIQ', False, False, 'topiq_nr'),
+    # Its checkpoint holds the ResNet-50 backbone: no ImageNet weights needed first.
+    MetricInfo('topiq_nr', 'TOPIQ', False, False, 'topiq_nr', dict(backbone_pretrain=False)),
     MetricInfo('liqe', 'LIQE', False, False, 'liqe'),
     MetricInfo('psnr', 'PSNR', False, True, 'psnr', dict(_Y, crop_border=0)),
     MetricInfo('ssim', 'SSIM', False, True, 'ssim', dict(_Y, crop_border=0)),
@@ -106,6 +108,9 @@ def basicsr_niqe_params() -> Dict[str, torch.Tensor]:
 class NIQEScorer:
     """NIQE on the Y channel (YIQ, as pyiqa) with basicsr's parameters.
 
+    Images are scored as 8-bit (rounded to 8-bit codes first), so the integer Y
+    channel and the score are the same on every CPU (see :mod:`.niqe`).
+
     Args:
         crop_border: Pixels dropped at each edge before scoring.
     """
@@ -125,15 +130,11 @@ class NIQEScorer:
         Returns:
             One NIQE value per image.
         """
-        # pyiqa's calculate_niqe with a separable Gaussian (~4x faster on CPU, equal
-        # to 1e-7; tests/evaluation/test_fast_niqe.py).
-        from .fast_niqe import calculate_niqe_fast
-        # float32 like pyiqa's file reader: the Y channel is rounded to integers, and
-        # float64 would round a few .5 boundary pixels differently.
+        from .niqe import niqe_8bit
         pred = pred.detach().float().cpu()
         # One image at a time: NIQE drops partial 96-px blocks per image, which a
         # batch of differently sized images could not express.
-        return [float(calculate_niqe_fast(p[None], self.crop_border, self.mu, self.cov))
+        return [float(niqe_8bit(p[None], self.mu, self.cov, self.crop_border))
                 for p in pred]
 
 
@@ -144,15 +145,16 @@ class PyiqaScorer:
         info: The metric's :class:`MetricInfo`.
         device: Device to run on.
         options: Overrides of the default options (e.g. ``crop_border``).
+        weights_dir: Offline weights folder (named in errors), or None.
     """
 
-    def __init__(self, info: MetricInfo, device: torch.device, options: Optional[Dict] = None):
-        import pyiqa
+    def __init__(self, info: MetricInfo, device: torch.device, options: Optional[Dict] = None,
+                 weights_dir: Optional[str] = None):
         self.info = info
         self.device = device
         opts = dict(info.options)
         opts.update(options or {})
-        self.model = pyiqa.create_metric(info.pyiqa_name, device=device, **opts)
+        self.model = create_pyiqa_metric(info.name, info.pyiqa_name, device, weights_dir, **opts)
 
     @torch.no_grad()
     def __call__(self, pred: torch.Tensor, gt: Optional[torch.Tensor] = None) -> List[float]:
@@ -198,7 +200,7 @@ def build_scorers(metrics: Sequence[str], device: Optional[str] = None,
     weights_dir = resolve_weights_dir(weights_dir)
     check_weights_available(keys, weights_dir)  # one clear message, also without a folder
     scorers: Dict[str, Callable] = {}
-    with offline_pyiqa(weights_dir):
+    with offline_pyiqa(weights_dir, [k for k in keys if not METRIC_INFO[k].set_level]):
         for key in keys:
             info = METRIC_INFO[key]
             if info.set_level:
@@ -206,11 +208,11 @@ def build_scorers(metrics: Sequence[str], device: Optional[str] = None,
             if key == 'niqe':
                 scorers[key] = NIQEScorer(**options.get(key, {}))
             elif key == 'ssim':
-                # pyiqa's SSIM with a separable window: same values, ~15x faster on CPU.
+                # pyiqa's SSIM with a separable window: same values, 23x faster on CPU.
                 scorers[key] = FastSSIMScorer(**{**info.options, **options.get(key, {})},
                                               device=dev)
             else:
-                scorers[key] = PyiqaScorer(info, dev, options.get(key))
+                scorers[key] = PyiqaScorer(info, dev, options.get(key), weights_dir)
     return scorers
 
 

@@ -1,8 +1,8 @@
-"""Offline metric weights: where each file lives and a guard that forbids downloads.
+"""Offline metric weights: where each file lives, and checks before anything is built.
 
-pyiqa fetches its checkpoints from the network on first use and keeps them in
-``$TORCH_HOME/hub/pyiqa``; the backbones it builds on come from torchvision
-(``$TORCH_HOME/hub/checkpoints``) and OpenAI CLIP (``$TORCH_HOME/hub/clip``).
+pyiqa fetches its checkpoints on first use and keeps them in ``$TORCH_HOME/hub/pyiqa``
+(and skips files that are present); the backbones it builds on come from
+torchvision (``$TORCH_HOME/hub/checkpoints``) and OpenAI CLIP (``$TORCH_HOME/hub/clip``).
 Evaluation machines often have no internet, so ``icmsr`` lets one folder play
 the role of ``$TORCH_HOME``::
 
@@ -12,24 +12,21 @@ the role of ``$TORCH_HOME``::
 
 A machine that ran pyiqa online already has this layout in ``~/.cache/torch``,
 so copying that folder works, as does ``tools/download_metric_weights.py``.
+MANIQA also builds timm's ViT-B/8 from the Hugging Face cache before its own
+checkpoint overwrites it, so that file is looked for there (:data:`HF_FILES`).
 
 When a weights folder is given (argument, or the ``ICMSR_METRIC_WEIGHTS``
-environment variable), :func:`offline_pyiqa` resolves every download pyiqa would
-make to a file in that folder and turns any remaining network access into an
-error. :func:`check_weights` lists all missing files in one message with the URL
-each file is published at.
-
-The timm backbones of MANIQA (ViT-B/8) and TOPIQ (ResNet-50) are not needed:
-both checkpoints are loaded strictly and contain the backbone weights, so the
-backbones are built without their ImageNet initialisation.
+environment variable), :func:`check_weights` lists every missing file in one
+message with the URL it is published at, and :func:`offline_pyiqa` builds the
+metrics with ``TORCH_HOME`` set to the folder. pyiqa then finds every file and
+downloads nothing; the block verifies that first. TOPIQ's timm ResNet-50 is built
+without its ImageNet weights (``backbone_pretrain=False``): its checkpoint is
+loaded strictly and holds the backbone.
 """
 import contextlib
 import os
-import socket
-import sys
-import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 ENV_VAR = 'ICMSR_METRIC_WEIGHTS'
 
@@ -45,10 +42,12 @@ class WeightFile:
     Attributes:
         relpath: Path relative to the weights folder, e.g. ``hub/pyiqa/x.pth``.
         url: Where the file is published.
+        sha256: The published file's SHA-256 where its loader verifies one (CLIP).
     """
 
     relpath: str
     url: str
+    sha256: str = ''
 
     @property
     def name(self) -> str:
@@ -65,7 +64,7 @@ def _tv(name: str) -> WeightFile:
 
 
 def _clip(sha: str, name: str) -> WeightFile:
-    return WeightFile(f'hub/clip/{name}', f'{_CLIP_BASE}/{sha}/{name}')
+    return WeightFile(f'hub/clip/{name}', f'{_CLIP_BASE}/{sha}/{name}', sha)
 
 
 # The files pyiqa 0.1.16 loads for each metric at the settings we use.
@@ -86,18 +85,17 @@ WEIGHT_FILES: Dict[str, List[WeightFile]] = {
                    'ViT-B-32.pt')],
 }
 
-
-# pyiqa modules that build the metrics above.
-_ARCH_MODULES = ('lpips_arch', 'dists_arch', 'fid_arch', 'inception', 'niqe_arch', 'musiq_arch',
-                 'maniqa_arch', 'clipiqa_arch', 'topiq_arch', 'liqe_arch', 'psnr_arch', 'ssim_arch')
+# Files pyiqa takes from the Hugging Face cache: timm backbones it builds with their
+# ImageNet weights before the metric checkpoint overwrites them (repo, file).
+HF_FILES: Dict[str, List[tuple]] = {
+    'maniqa': [('timm/vit_base_patch8_224.augreg2_in21k_ft_in1k', 'model.safetensors')],
+}
+# Metrics whose checkpoint pyiqa loads non-strictly: a foreign file would load silently.
+_NON_STRICT = ('lpips', 'dists')
 
 
 class MetricWeightsError(RuntimeError):
     """A metric weight file is missing, unreadable, or not the expected network."""
-
-
-class NetworkAccessError(RuntimeError):
-    """Something tried to reach the network while offline weights were in use."""
 
 
 def resolve_weights_dir(weights_dir: Optional[str] = None) -> Optional[str]:
@@ -134,27 +132,69 @@ def required_files(metrics: Sequence[str]) -> List[WeightFile]:
     return list(seen.values())
 
 
-def _missing_message(missing: Sequence[WeightFile], folder: str, where: str) -> str:
+def _missing_message(missing: Sequence[str], folder: str, where: str) -> str:
     """One message naming every missing file, its URL and the download command."""
-    lines = [f'  {os.path.join(folder, wf.relpath)}\n      from {wf.url}' for wf in missing]
     return (f'{len(missing)} metric weight file(s) missing in {folder} ({where}):\n'
-            + '\n'.join(lines) + '\nFetch them on a machine with internet with '
+            + '\n'.join(missing) + '\nFetch them on a machine with internet with '
             f'`python tools/download_metric_weights.py --out {folder}` '
-            'and copy the folder here, or copy ~/.cache/torch from a machine that ran pyiqa.')
+            'and copy the folder here, or copy ~/.cache/torch (and the Hugging Face cache) '
+            'from a machine that ran pyiqa.')
+
+
+def missing_hf_files(metrics: Sequence[str]) -> List[str]:
+    """The :data:`HF_FILES` of the metrics that the Hugging Face cache lacks.
+
+    Args:
+        metrics: Metric keys.
+
+    Returns:
+        One line per missing file, naming the cache and the URL.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+    missing = []
+    for name in metrics:
+        for repo, filename in HF_FILES.get(name, []):
+            # timm falls back to the PyTorch file when the safetensors one is absent.
+            if not any(isinstance(try_to_load_from_cache(repo, f), str)
+                       for f in (filename, 'pytorch_model.bin')):
+                missing.append(f'  {repo}/{filename} in the Hugging Face cache '
+                               f'{constants.HF_HUB_CACHE}\n      from '
+                               f'https://huggingface.co/{repo}/resolve/main/{filename}')
+    return missing
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_weights(metrics: Sequence[str], weights_dir: str) -> None:
     """Fail once, naming every missing file, if the folder lacks something.
+
+    Files whose loader verifies a SHA-256 (CLIP, which would otherwise try to
+    download the file again) are verified here too.
 
     Args:
         metrics: Metric names to be built.
         weights_dir: The weights folder.
 
     Raises:
-        MetricWeightsError: Listing each missing path and its download URL.
+        MetricWeightsError: Listing each missing path and its download URL, or
+            naming a file that is not the published one.
     """
-    missing = [wf for wf in required_files(metrics)
-               if not os.path.isfile(os.path.join(weights_dir, wf.relpath))]
+    missing = []
+    for wf in required_files(metrics):
+        path = os.path.join(weights_dir, wf.relpath)
+        if not os.path.isfile(path):
+            missing.append(f'  {path}\n      from {wf.url}')
+        elif wf.sha256 and _sha256(path) != wf.sha256:
+            raise MetricWeightsError(f'{path} is not the published file (its SHA-256 differs '
+                                     f'from {wf.sha256}); re-download it from {wf.url}')
+    missing += missing_hf_files(metrics)
     if missing:
         raise MetricWeightsError(_missing_message(
             missing, weights_dir, f'set by the weights argument or ${ENV_VAR}'))
@@ -191,8 +231,10 @@ def check_weights_available(metrics: Sequence[str], weights_dir: Optional[str] =
         check_weights(metrics, weights_dir)
         return
     home = default_weights_home()
-    missing = [wf for wf in required_files(metrics)
+    missing = [f'  {os.path.join(home, wf.relpath)}\n      from {wf.url}'
+               for wf in required_files(metrics)
                if not os.path.isfile(os.path.join(home, wf.relpath))]
+    missing += missing_hf_files(metrics)
     if missing:
         from icmsr.utils.network import hub_reachable
         if not hub_reachable():
@@ -201,189 +243,103 @@ def check_weights_available(metrics: Sequence[str], weights_dir: Optional[str] =
                 'and the network is unreachable'))
 
 
-def _local_file(weights_dir: str, url: str, subdir: str) -> str:
-    """Map a download URL to its file in the weights folder, never downloading."""
-    path = os.path.join(weights_dir, subdir, os.path.basename(url.split('?')[0]))
-    if not os.path.isfile(path):
-        raise MetricWeightsError(
-            f'Metric weight file missing: {path}\n      from {url}\n'
-            f'(offline mode: {ENV_VAR} / weights folder is set, so nothing is downloaded)')
-    return path
-
-
-def _refuse_network(*args, **kwargs):
-    raise NetworkAccessError(
-        f'Network access attempted while offline metric weights are in use ({ENV_VAR}); '
-        f'target: {args[1:2] or args[:1]}. A weight file is missing from the weights folder '
-        'or a metric needs a file this toolkit does not know about.')
-
-
 @contextlib.contextmanager
-def _patched(targets: List[tuple]) -> Iterator[None]:
-    """Set ``(obj, attr, value)`` triples for the block, restoring them after."""
-    # An inherited attribute (socket.socket.connect) is deleted again, not copied down.
-    saved = [(obj, attr, getattr(obj, attr), attr in vars(obj)) for obj, attr, _ in targets]
-    try:
-        for obj, attr, value in targets:
-            setattr(obj, attr, value)
-        yield
-    finally:
-        for obj, attr, value, own in reversed(saved):
-            if own:
-                setattr(obj, attr, value)
-            else:
-                delattr(obj, attr)
-
-
-def _checked_loader(original: Callable, weights_dir: str) -> Callable:
-    """Wrap pyiqa's ``load_pretrained_network`` so a wrong file fails clearly."""
-    import torch
-
-    def load_pretrained_network(net, model_path, strict=True, weight_keys=None):
-        if model_path.startswith(('http://', 'https://')):
-            model_path = _local_file(weights_dir, model_path, 'hub/pyiqa')
-        try:
-            state = torch.load(model_path, map_location='cpu', weights_only=False)
-            if weight_keys is not None:
-                state = state[weight_keys]
-            state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
-            result = net.load_state_dict(state, strict=strict)
-        except Exception as err:  # any failure here means the file is not this network
-            raise MetricWeightsError(
-                f'{model_path} does not hold the weights of {type(net).__name__} '
-                f'(wrong or corrupt file; re-download it): {type(err).__name__}: '
-                f'{str(err)[:500]}') from err
-        # Non-strict loads (LPIPS, DISTS) cover only part of the network; a file
-        # matching none of it would otherwise load silently and score garbage.
-        matched = len(state) - len(result.unexpected_keys)
-        if matched == 0:
-            raise MetricWeightsError(
-                f'{model_path} does not hold the weights of {type(net).__name__}: none of its '
-                f'{len(state)} key(s) {list(state)[:5]} belongs to the network. '
-                'Re-download the file.')
-        if result.unexpected_keys:
-            warnings.warn(f'{model_path}: {len(result.unexpected_keys)} key(s) not used by '
-                          f'{type(net).__name__}: {list(result.unexpected_keys)[:5]}')
-    del original
-    return load_pretrained_network
-
-
-@contextlib.contextmanager
-def offline_pyiqa(weights_dir: Optional[str]) -> Iterator[None]:
-    """Build pyiqa metrics inside this block to use only local weight files.
+def offline_pyiqa(weights_dir: Optional[str], metrics: Sequence[str] = ()) -> Iterator[None]:
+    """Build pyiqa metrics inside this block from the files of a weights folder.
 
     With ``weights_dir=None`` nothing changes (pyiqa may download as usual).
-    Otherwise torch's hub dir points at ``<weights_dir>/hub``, every pyiqa, CLIP
-    and torchvision download is resolved to a local file (or fails naming it),
-    timm backbones are built without their ImageNet weights (the metric
-    checkpoints overwrite them), and sockets refuse to connect.
+    Otherwise ``TORCH_HOME`` points at the folder and ``HF_HUB_OFFLINE=1`` for the
+    block (both restored after): torchvision and CLIP read the folder when they
+    load, and pyiqa, when first imported here, keeps its checkpoints there. After
+    :func:`check_weights_available` (run it first), every file the metrics need is
+    checked where those libraries will read it, so nothing is downloaded. pyiqa
+    fixes its folder at its first import and ``torch.hub.set_dir()`` overrides
+    ``TORCH_HOME``: a process that did either elsewhere is told to set
+    ``ICMSR_METRIC_WEIGHTS`` before it starts.
 
     Args:
         weights_dir: The weights folder, or None.
+        metrics: Metric keys to be built in the block.
 
     Yields:
         Nothing.
+
+    Raises:
+        MetricWeightsError: A file is missing, or would be read from elsewhere.
     """
     if weights_dir is None:
         yield
         return
-    import timm
-    import torch
-    import torch.hub
-    import importlib
-    from pyiqa.archs import arch_util, clip_model
-    from pyiqa.utils import download_util
-    # pyiqa imports arch modules lazily; a module first imported inside this block
-    # would bind our wrappers for good, so import ours first (others are repaired
-    # on exit below).
-    for name in _ARCH_MODULES:
-        importlib.import_module(f'pyiqa.archs.{name}')
-
-    hub_dir = os.path.join(weights_dir, 'hub')
-    pyiqa_dir = os.path.join(hub_dir, 'pyiqa')
-
-    def load_file_from_url(url, model_dir=None, progress=True, file_name=None):
-        return _local_file(weights_dir, file_name or url, 'hub/pyiqa')
-
-    def clip_download(url, root):
-        return _local_file(weights_dir, url, 'hub/clip')
-
-    real_clip_load = clip_model.load
-
-    def clip_load(name, device='cpu', jit=False, download_root=None):
-        # OpenAI publishes TorchScript archives, which pyiqa's loader reads; a plain
-        # state-dict file trips its fallback (it re-reads a consumed handle).
-        path = clip_download(clip_model._MODELS[name], None) if name in clip_model._MODELS else name
-        try:
-            return real_clip_load(path, device, jit, download_root)
-        except (EOFError, RuntimeError):
-            try:
-                state = torch.load(path, map_location='cpu', weights_only=True)
-                model = clip_model.build_model(state).to(device)
-            except Exception as err:
-                raise MetricWeightsError(
-                    f'{path} is neither an OpenAI CLIP {name} TorchScript archive nor its '
-                    f'state dict (wrong or corrupt file; re-download it): '
-                    f'{type(err).__name__}: {str(err)[:300]}') from err
-            return model.float() if str(device) == 'cpu' else model
-
-    real_create_model = timm.create_model
-
-    def create_model(*args, **kwargs):
-        kwargs['pretrained'] = False  # overwritten by the strict metric checkpoint
-        return real_create_model(*args, **kwargs)
-
-    # LIQE caches computed text features next to the weights; a read-only
-    # weights folder (shared mount) gets a per-user cache instead.
-    cache_dir = pyiqa_dir
-    if not os.access(pyiqa_dir if os.path.isdir(pyiqa_dir) else weights_dir, os.W_OK):
-        cache_dir = os.path.join(os.path.expanduser('~'), '.cache', 'icmsr', 'pyiqa')
-    os.makedirs(cache_dir, exist_ok=True)
-
-    checked_loader = _checked_loader(arch_util.load_pretrained_network, weights_dir)
-    targets = [
-        (download_util, 'DEFAULT_CACHE_DIR', pyiqa_dir),
-        (download_util, 'download_url_to_file', _refuse_network),
-        (torch.hub, 'download_url_to_file', _refuse_network),
-        (clip_model, '_download', clip_download),
-        (timm, 'create_model', create_model),
-        (socket.socket, 'connect', _refuse_network),
-        (socket.socket, 'connect_ex', _refuse_network),
-        (socket, 'create_connection', _refuse_network),
-    ]
-    # pyiqa's arch modules import these helpers by name; patch each binding.
-    for mod_name, mod in list(sys.modules.items()):
-        if not mod_name.startswith('pyiqa.') or mod is None:
-            continue
-        if getattr(mod, 'load_file_from_url', None) is download_util.load_file_from_url:
-            targets.append((mod, 'load_file_from_url', load_file_from_url))
-        if getattr(mod, 'load', None) is real_clip_load:
-            targets.append((mod, 'load', clip_load))
-        if getattr(mod, 'load_pretrained_network', None) is arch_util.load_pretrained_network:
-            targets.append((mod, 'load_pretrained_network', checked_loader))
-        if isinstance(getattr(mod, 'DEFAULT_CACHE_DIR', None), str) and mod is not download_util:
-            targets.append((mod, 'DEFAULT_CACHE_DIR', cache_dir))
-    # The raw setting, not get_dir(): None means "follow $TORCH_HOME", and restoring a
-    # resolved path would pin the hub folder for the rest of the process.
-    previous_hub = getattr(torch.hub, '_hub_dir', None)
-    previous_env = {k: os.environ.get(k) for k in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')}
-    torch.hub.set_dir(hub_dir)
-    os.environ.update({k: '1' for k in previous_env})
-    originals = {load_file_from_url: download_util.load_file_from_url,
-                 checked_loader: arch_util.load_pretrained_network, clip_load: real_clip_load}
+    saved = {k: os.environ.get(k) for k in ('TORCH_HOME', 'HF_HUB_OFFLINE')}
+    os.environ.update(TORCH_HOME=weights_dir, HF_HUB_OFFLINE='1')
     try:
-        with _patched(targets):
-            yield
+        _check_read_from(weights_dir, metrics)
+        yield
     finally:
-        for mod_name, mod in list(sys.modules.items()):
-            if mod_name.startswith('pyiqa.') and mod is not None:
-                for attr in ('load_file_from_url', 'load_pretrained_network', 'load'):
-                    value = getattr(mod, attr, None)
-                    if callable(value) and value in originals:
-                        setattr(mod, attr, originals[value])
-        torch.hub._hub_dir = previous_hub
-        for k, v in previous_env.items():
+        for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _check_read_from(weights_dir: str, metrics: Sequence[str]) -> None:
+    """Fail unless each needed file is where pyiqa, torchvision and CLIP will look."""
+    if not required_files(metrics):
+        return
+    import torch.hub
+    from pyiqa.utils.download_util import DEFAULT_CACHE_DIR  # first import: the folder
+    hub = torch.hub.get_dir()
+    where = {'pyiqa': DEFAULT_CACHE_DIR, 'checkpoints': os.path.join(hub, 'checkpoints'),
+             'clip': os.path.join(hub, 'clip')}
+    unseen = [os.path.join(where[wf.relpath.split('/')[1]], wf.name)
+              for wf in required_files(metrics)]
+    unseen = [p for p in unseen if not os.path.isfile(p)]
+    if unseen:
+        raise MetricWeightsError(
+            f'This process reads metric weights elsewhere than {weights_dir}: pyiqa keeps its '
+            f'checkpoints in {DEFAULT_CACHE_DIR} since its first import, torch\'s hub folder is '
+            f'{hub}, and these files are not there: {unseen}. Set {ENV_VAR}={weights_dir} '
+            '(or TORCH_HOME) before the process starts.')
+
+
+def create_pyiqa_metric(key: str, pyiqa_name: str, device, weights_dir: Optional[str],
+                        **options):
+    """``pyiqa.create_metric`` with an error naming the weight files when they do not fit.
+
+    Args:
+        key: Our metric key (:data:`WEIGHT_FILES`).
+        pyiqa_name: The name pyiqa knows the metric by.
+        device: Device to build on.
+        weights_dir: The weights folder, or None for torch's cache.
+        **options: pyiqa metric options.
+
+    Returns:
+        The pyiqa metric.
+
+    Raises:
+        MetricWeightsError: The metric's files are wrong or corrupt.
+    """
+    import pyiqa
+    import torch
+    folder = weights_dir or default_weights_home()
+    files = [os.path.join(folder, wf.relpath) for wf in WEIGHT_FILES.get(key, [])]
+    try:
+        metric = pyiqa.create_metric(pyiqa_name, device=device, **options)
+    except Exception as err:  # any failure here means a file is not this network's
+        if not files:
+            raise
+        raise MetricWeightsError(
+            f'{key} could not be built from {", ".join(files)} (a wrong or corrupt file? '
+            f're-download it): {type(err).__name__}: {str(err)[:500]}') from err
+    for path in files if key in _NON_STRICT else []:
+        if '/hub/pyiqa/' not in path.replace(os.sep, '/') or not os.path.isfile(path):
+            continue
+        state = torch.load(path, map_location='cpu', weights_only=True)
+        names = {k[7:] if k.startswith('module.') else k for k in state}
+        if not names & set(metric.net.state_dict()):
+            raise MetricWeightsError(
+                f'{path} does not hold the weights of {type(metric.net).__name__}: none of its '
+                f'{len(names)} key(s) {sorted(names)[:5]} belongs to the network. '
+                'Re-download the file.')
+    return metric

@@ -133,3 +133,22 @@ def make_standin_folder(root: str) -> Dict[str, str]:
         torch.save(obj, path)
         written[rel] = path
     return written
+
+
+def make_standin_hf_cache(cache: str) -> None:
+    """Write MANIQA's timm ViT-B/8 stand-in into a Hugging Face cache folder.
+
+    The hub client's cache layout (``refs/main`` naming a snapshot); timm reads
+    ``pytorch_model.bin`` when no safetensors file is cached.
+
+    Args:
+        cache: The folder to use as ``HF_HUB_CACHE``.
+    """
+    import timm
+    repo = os.path.join(cache, 'models--timm--vit_base_patch8_224.augreg2_in21k_ft_in1k')
+    os.makedirs(os.path.join(repo, 'refs'), exist_ok=True)
+    os.makedirs(os.path.join(repo, 'snapshots', 'standin'), exist_ok=True)
+    with open(os.path.join(repo, 'refs', 'main'), 'w') as f:
+        f.write('standin')
+    state = _fill(_meta_state(lambda: timm.create_model('vit_base_patch8_224', pretrained=False)))
+    torch.save(state, os.path.join(repo, 'snapshots', 'standin', 'pytorch_model.bin'))

@@ -1,26 +1,47 @@
 """Offline construction of every metric from a weights folder, without any network.
 
 Stand-in files (random values, the published files' structure; see
-``standin_weights.py``) fill a weights folder; every metric is built from it
-while ``socket`` refuses all connections. Missing and wrong files must fail
-with one clear message naming the files and where they are published.
+``standin_weights.py``) fill a weights folder; metrics are built from it in a
+fresh process started with ``ICMSR_METRIC_WEIGHTS`` set (pyiqa fixes its weight
+folder at its first import, as in a user's run) while that process's sockets
+refuse every connection. Missing and wrong files must fail with one clear
+message naming the files and where they are published. The CLIP metrics
+(CLIPIQA, LIQE) are built only by their pre-flight here: CLIP's loader checks
+the published SHA-256, which no stand-in can carry.
 """
+import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
+import textwrap
 
 import pytest
 import torch
 
 from icmsr.evaluation import weights as W
-from icmsr.evaluation.fid import compute_fid
 from icmsr.evaluation.scorers import DEFAULT_METRICS, build_scorers
 
 sys.path.insert(0, os.path.dirname(__file__))
-from standin_weights import make_standin_folder  # noqa: E402
+from standin_weights import make_standin_folder, make_standin_hf_cache  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
+# Metrics whose stand-ins can be built (see the module docstring).
+BUILDABLE = [m for m in DEFAULT_METRICS if m not in ('clipiqa', 'liqe')]
+# Test scaffolding of the child process: every connection attempt is recorded and refused.
+_NO_NETWORK = textwrap.dedent('''
+    import json, os, socket, sys
+    attempts = []
+    def _refuse(*args, **kwargs):
+        attempts.append(repr(args[1:2] or args[:1]))
+        raise OSError('network refused by the test')
+    socket.socket.connect = socket.socket.connect_ex = socket.create_connection = _refuse
+    import torch
+    torch.set_num_threads(1)
+    from icmsr.evaluation import MetricWeightsError
+    from icmsr.evaluation.scorers import build_scorers
+''')
 
 
 class _NetworkAttempt(AssertionError):
@@ -29,7 +50,7 @@ class _NetworkAttempt(AssertionError):
 
 @pytest.fixture()
 def no_network(monkeypatch):
-    """Any connection attempt fails the test (on top of the suite's own guard)."""
+    """Any connection attempt in this process fails the test."""
     attempts = []
 
     def refuse(*args, **kwargs):
@@ -49,6 +70,24 @@ def standin(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope='module')
+def hf_cache(tmp_path_factory):
+    cache = str(tmp_path_factory.mktemp('hf_cache'))
+    make_standin_hf_cache(cache)
+    return cache
+
+
+def _child(script, weights, hf_cache, tmp_path, *args):
+    """Run ``script`` in a fresh process that uses the weights folder from its start."""
+    env = dict(os.environ, PYTHONPATH=REPO, ICMSR_METRIC_WEIGHTS=weights, HF_HUB_CACHE=hf_cache,
+               HF_HUB_OFFLINE='1', TORCH_HOME=str(tmp_path / 'torch_home_unused'),
+               OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-c', _NO_NETWORK + textwrap.dedent(script), *args],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
 def test_file_list_covers_every_metric_and_has_urls():
     assert set(W.WEIGHT_FILES) == set(DEFAULT_METRICS)
     files = W.required_files(DEFAULT_METRICS)
@@ -56,53 +95,56 @@ def test_file_list_covers_every_metric_and_has_urls():
     for f in files:
         assert f.url.startswith('https://') and f.url.endswith(f.name)
         assert f.relpath.split('/')[1] in ('pyiqa', 'checkpoints', 'clip')
+        assert bool(f.sha256) == (f.relpath.split('/')[1] == 'clip')  # CLIP URLs carry it
+        assert not f.sha256 or f'/{f.sha256}/' in f.url
+    assert set(W.HF_FILES) == {'maniqa'}
     # NIQE, PSNR and SSIM work without any file.
     assert W.required_files(['psnr', 'ssim', 'niqe']) == []
 
 
-def test_every_metric_builds_offline_from_standins(standin, no_network, monkeypatch):
-    monkeypatch.setenv(W.ENV_VAR, standin)  # the env var alone selects the folder
-    torch.set_num_threads(1)
-    scorers = build_scorers(DEFAULT_METRICS, device='cpu')
-    assert set(scorers) == set(DEFAULT_METRICS) - {'fid'}  # FID is built per set:
-    import pyiqa
-    with W.offline_pyiqa(standin):
-        assert pyiqa.create_metric('fid', device='cpu') is not None
-    img = torch.rand(1, 3, 64, 64)
-    for name in ('lpips', 'dists', 'psnr', 'ssim'):
-        assert len(scorers[name](img, img.flip(-1))) == 1
-    # Nothing was fetched into the real cache; pyiqa's own cache dir is restored.
-    from pyiqa.utils import download_util
-    assert not download_util.DEFAULT_CACHE_DIR.startswith(standin)
-    assert not torch.hub.get_dir().startswith(standin)
-
-
-def test_fid_offline_scores_exactly_the_listed_files(standin, no_network, tmp_path, monkeypatch):
-    """FID builds offline and sees exactly the given files, never their neighbours."""
-    import numpy as np
+def test_buildable_metrics_build_offline_from_standins(standin, hf_cache, tmp_path):
+    """Every stand-in metric builds and scores, FID sees exactly the listed files, no socket."""
     from PIL import Image
-    import pyiqa.archs.fid_arch as fid_arch
     for sub in ('sr', 'gt'):
         (tmp_path / sub).mkdir()
         for i in range(4):
             Image.fromarray((torch.rand(8, 8, 3) * 255).byte().numpy()).save(
                 tmp_path / sub / f'{i}.png')
         (tmp_path / sub / 'notes.txt').write_text('not an image')
-    seen = []
-
-    def features(fdir, *args, **kwargs):  # the 2048-d sqrtm is minutes on CPU: small stand-in
-        files = sorted(os.listdir(fdir))
-        seen.append([os.path.realpath(os.path.join(fdir, f)) for f in files])
-        return np.stack([np.asarray(Image.open(os.path.join(fdir, f)), np.float64).ravel()[:2]
-                         for f in files])
-
-    monkeypatch.setattr(fid_arch, 'get_folder_features', features)
     sr = [str(tmp_path / 'sr' / f'{i}.png') for i in range(3)]  # 3.png is not in the set
     gt = [str(tmp_path / 'gt' / f'{i}.png') for i in range(3)]
-    assert compute_fid(sr, sr, 'cpu', standin) == pytest.approx(0, abs=1e-6)
+    out = _child('''
+        import numpy as np
+        from PIL import Image
+        from icmsr.evaluation.fid import compute_fid
+        metrics, (sr, gt) = sys.argv[1].split(','), json.loads(sys.argv[2])
+        scorers = build_scorers(metrics, device='cpu')  # imports pyiqa: first, as in a run
+        import pyiqa.archs.fid_arch as fid_arch
+        img = torch.rand(1, 3, 64, 64)
+        values = {m: scorers[m](img, img.flip(-1)) for m in ('lpips', 'dists', 'psnr', 'ssim')}
+        seen = []
+        def features(fdir, *args, **kwargs):  # the 2048-d sqrtm is minutes on CPU
+            files = sorted(os.listdir(fdir))
+            seen.append([os.path.realpath(os.path.join(fdir, f)) for f in files])
+            return np.stack([np.asarray(Image.open(os.path.join(fdir, f)), np.float64).ravel()[:2]
+                             for f in files])
+        fid_arch.get_folder_features = features
+        fid = [compute_fid(sr, sr, 'cpu'), compute_fid(sr, gt, 'cpu')]
+        from pyiqa.utils.download_util import DEFAULT_CACHE_DIR
+        print('RESULT', json.dumps(dict(built=sorted(scorers), values=values, fid=fid, seen=seen,
+                                        attempts=attempts, pyiqa_dir=DEFAULT_CACHE_DIR,
+                                        torch_home=os.environ.get('TORCH_HOME'))))
+    ''', standin, hf_cache, tmp_path, ','.join(BUILDABLE), json.dumps([sr, gt]))
+    result = json.loads(out.split('RESULT', 1)[1])
+    assert result['attempts'] == []
+    assert result['built'] == sorted(set(BUILDABLE) - {'fid'})  # FID is built per set
+    assert all(len(v) == 1 for v in result['values'].values())
+    assert result['pyiqa_dir'] == os.path.join(standin, 'hub', 'pyiqa')
+    assert result['torch_home'] == str(tmp_path / 'torch_home_unused')  # restored after
+    assert result['fid'][0] == pytest.approx(0, abs=1e-6) and result['fid'][1] > 0
+    seen = result['seen']
     assert seen[0] == seen[1] == [os.path.realpath(p) for p in sr]
-    value = compute_fid(sr, gt, 'cpu', standin)
-    assert seen[-1] == [os.path.realpath(p) for p in gt] and value > 0
+    assert seen[-1] == [os.path.realpath(p) for p in gt]
 
 
 def test_missing_files_one_message_naming_each_with_url(standin, tmp_path, no_network):
@@ -113,7 +155,7 @@ def test_missing_files_one_message_naming_each_with_url(standin, tmp_path, no_ne
     for rel in gone:
         os.remove(os.path.join(root, rel))
     with pytest.raises(W.MetricWeightsError) as info:
-        build_scorers(DEFAULT_METRICS, 'cpu', root)
+        build_scorers(['musiq', 'clipiqa', 'dists'], 'cpu', root)
     msg = str(info.value)
     assert msg.startswith('3 metric weight file(s) missing')
     for rel in gone:
@@ -122,64 +164,84 @@ def test_missing_files_one_message_naming_each_with_url(standin, tmp_path, no_ne
     assert 'download_metric_weights.py' in msg
 
 
-def test_empty_folder_lists_all_eleven(tmp_path):
-    with pytest.raises(W.MetricWeightsError, match='^11 metric weight file'):
+def test_empty_folder_lists_all_files(tmp_path):
+    expected = 11 + len(W.missing_hf_files(DEFAULT_METRICS))  # + MANIQA's ViT unless cached
+    with pytest.raises(W.MetricWeightsError, match=f'^{expected} metric weight file'):
         W.check_weights(DEFAULT_METRICS, str(tmp_path))
 
 
-@pytest.mark.parametrize('victim,metric,swap_in', [
-    # a MUSIQ checkpoint holding TOPIQ's weights (strict load)
-    ('hub/pyiqa/musiq_koniq_ckpt-e95806b9.pth', 'musiq',
-     'hub/pyiqa/cfanet_nr_koniq_res50-9a73138b.pth'),
-    # LPIPS loads non-strictly: a file matching none of its keys must still fail
-    ('hub/pyiqa/LPIPS_v0.1_alex-df73285e.pth', 'lpips', 'hub/pyiqa/DISTS_weights-f5e65c96.pth'),
-    # a CLIP file that is not CLIP
-    ('hub/clip/RN50.pt', 'clipiqa', 'hub/pyiqa/DISTS_weights-f5e65c96.pth'),
-])
-def test_wrong_file_clear_error(standin, tmp_path, no_network, victim, metric, swap_in):
+def test_wrong_and_corrupt_files_clear_errors(standin, hf_cache, tmp_path):
     root = str(tmp_path / 'w')
     shutil.copytree(standin, root)
-    shutil.copyfile(os.path.join(root, swap_in), os.path.join(root, victim))
-    with pytest.raises(W.MetricWeightsError) as info:
-        build_scorers([metric], 'cpu', root)
-    assert os.path.join(root, victim) in str(info.value)
-    assert 're-download' in str(info.value).lower()
-
-
-def test_corrupt_file_clear_error(standin, tmp_path, no_network):
-    root = str(tmp_path / 'w')
-    shutil.copytree(standin, root)
-    path = os.path.join(root, 'hub/pyiqa/DISTS_weights-f5e65c96.pth')
-    with open(path, 'wb') as f:
+    swaps = {  # victim <- the file put in its place
+        # a MUSIQ checkpoint holding TOPIQ's weights (strict load)
+        'hub/pyiqa/musiq_koniq_ckpt-e95806b9.pth': 'hub/pyiqa/cfanet_nr_koniq_res50-9a73138b.pth',
+        # LPIPS loads non-strictly: a file matching none of its keys must still fail
+        'hub/pyiqa/LPIPS_v0.1_alex-df73285e.pth': 'hub/pyiqa/DISTS_weights-f5e65c96.pth',
+        # a CLIP file that is not CLIP (caught by its SHA-256, before any download)
+        'hub/clip/RN50.pt': 'hub/pyiqa/DISTS_weights-f5e65c96.pth',
+    }
+    for victim, swap_in in swaps.items():
+        shutil.copyfile(os.path.join(root, swap_in), os.path.join(root, victim))
+    with open(os.path.join(root, 'hub/pyiqa/DISTS_weights-f5e65c96.pth'), 'wb') as f:
         f.write(b'<html>rate limited</html>')
-    with pytest.raises(W.MetricWeightsError, match='DISTS_weights'):
-        build_scorers(['dists'], 'cpu', root)
+    victims = dict(zip(['musiq', 'lpips', 'clipiqa'], swaps), dists='hub/pyiqa/DISTS_weights')
+    out = _child('''
+        for metric in sys.argv[1].split(','):
+            try:
+                build_scorers([metric], 'cpu')
+                print('BUILT', metric)
+            except MetricWeightsError as err:
+                print('ERROR', json.dumps([metric, str(err)]))
+        print('ATTEMPTS', json.dumps(attempts))
+    ''', root, hf_cache, tmp_path, ','.join(victims))
+    errors = dict(json.loads(line[6:]) for line in out.splitlines() if line.startswith('ERROR '))
+    assert json.loads(out.split('ATTEMPTS', 1)[1]) == []
+    assert set(errors) == set(victims), out
+    for metric, rel in victims.items():
+        assert os.path.join(root, rel) in errors[metric]
+        assert 're-download' in errors[metric].lower()
 
 
-def test_guard_refuses_sockets_and_restores_them(tmp_path):
-    original = socket.socket.connect
-    with W.offline_pyiqa(str(tmp_path)):
-        with pytest.raises(W.NetworkAccessError, match='ICMSR_METRIC_WEIGHTS'):
-            socket.create_connection(('example.com', 443), timeout=1)
-        s = socket.socket()
-        try:
-            with pytest.raises(W.NetworkAccessError):
-                s.connect(('127.0.0.1', 9))
-        finally:
-            s.close()
-        import pyiqa.utils.download_util as du
-        with pytest.raises(W.MetricWeightsError, match='from https://'):
-            du.load_file_from_url('https://huggingface.co/x/resolve/main/missing.pth')
-    assert socket.socket.connect is original
-    assert 'connect' not in vars(socket.socket)
+def test_process_bound_elsewhere_is_told_to_set_the_variable(standin, no_network):
+    """pyiqa, imported with another folder, would read its checkpoints there: say so."""
+    from pyiqa.utils.download_util import DEFAULT_CACHE_DIR
+    assert not DEFAULT_CACHE_DIR.startswith(standin)
+    with pytest.raises(W.MetricWeightsError, match=f'Set {W.ENV_VAR}={standin}'):
+        with W.offline_pyiqa(standin, ['lpips']):
+            pass
 
 
-def test_no_weights_dir_means_no_patching(monkeypatch):
+def test_offline_block_sets_only_the_environment(tmp_path, monkeypatch):
+    """TORCH_HOME and HF_HUB_OFFLINE hold in the block and are restored; sockets untouched."""
+    import torch.hub
+    monkeypatch.setattr(torch.hub, '_hub_dir', None)  # follow $TORCH_HOME, as unset
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'elsewhere'))
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+    connect = socket.socket.connect
+    with W.offline_pyiqa(str(tmp_path / 'weights')):
+        assert torch.hub.get_dir() == str(tmp_path / 'weights' / 'hub')
+        assert os.environ['HF_HUB_OFFLINE'] == '1' and socket.socket.connect is connect
+    assert torch.hub.get_dir() == str(tmp_path / 'elsewhere' / 'hub')
+    assert 'HF_HUB_OFFLINE' not in os.environ
+
+
+def test_no_weights_dir_changes_nothing(monkeypatch):
     monkeypatch.delenv(W.ENV_VAR, raising=False)
     assert W.resolve_weights_dir(None) is None
-    before = socket.create_connection
-    with W.offline_pyiqa(None):
-        assert socket.create_connection is before
+    before = dict(os.environ)
+    with W.offline_pyiqa(None, DEFAULT_METRICS):
+        assert dict(os.environ) == before
+
+
+def test_evaluation_patches_no_other_library():
+    """No socket, torch.hub private attribute or other module's global is replaced."""
+    folder = os.path.join(REPO, 'icmsr', 'evaluation')
+    for name in os.listdir(folder):
+        if name.endswith('.py'):
+            text = open(os.path.join(folder, name)).read()
+            for needle in ('import socket', '_hub_dir', 'setattr(', '_MODELS', 'create_model ='):
+                assert needle not in text, (name, needle)
 
 
 def _download_main():
@@ -197,38 +259,9 @@ def test_download_script_dry_run(tmp_path, standin, capsys, no_network):
     out = capsys.readouterr().out
     for wf in W.required_files(DEFAULT_METRICS):
         assert wf.url in out and os.path.join(str(tmp_path), wf.relpath) in out
-    assert out.count('[would fetch]') == 11
+    assert out.count('[would fetch]') == 11 + len(W.missing_hf_files(DEFAULT_METRICS))
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
     # Present files are reported as such and nothing is fetched.
     assert main(['--out', standin, '--metrics', 'lpips', 'niqe']) == 0
     out = capsys.readouterr().out
     assert out.count('[present]') == 2 and 'fetching' not in out
-
-
-def test_modules_imported_inside_the_guard_keep_no_wrappers(standin):
-    """pyiqa imports arch modules lazily; none may keep our wrappers after the block."""
-    import importlib
-    import sys as _sys
-    from pyiqa.archs import arch_util
-    from pyiqa.utils import download_util
-    original = arch_util.load_pretrained_network
-    _sys.modules.pop('pyiqa.archs.nima_arch', None)
-    with W.offline_pyiqa(standin):
-        nima = importlib.import_module('pyiqa.archs.nima_arch')
-        assert nima.load_pretrained_network is not original  # bound to the wrapper
-    assert nima.load_pretrained_network is original is arch_util.load_pretrained_network
-    for name, mod in list(_sys.modules.items()):
-        if name.startswith('pyiqa.') and hasattr(mod, 'load_file_from_url'):
-            assert mod.load_file_from_url is download_util.load_file_from_url, name
-
-
-def test_offline_block_leaves_torch_hub_following_torch_home(tmp_path, monkeypatch):
-    """After the block, torch's hub folder follows $TORCH_HOME again (nothing pinned)."""
-    import torch.hub
-
-    from icmsr.evaluation.weights import offline_pyiqa
-    monkeypatch.setattr(torch.hub, '_hub_dir', None)
-    with offline_pyiqa(str(tmp_path / 'weights')):
-        assert torch.hub.get_dir() == str(tmp_path / 'weights' / 'hub')
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'elsewhere'))
-    assert torch.hub.get_dir() == str(tmp_path / 'elsewhere' / 'hub')

@@ -5,10 +5,13 @@
     python tools/benchmarks/metrics.py                 # timing on 8 RealSR pairs
     python tools/benchmarks/metrics.py --full          # + averages over all 100 vs OSEDiff's log
     python tools/benchmarks/metrics.py --threads 2 --images 16
+    python tools/benchmarks/metrics.py --pyiqa         # + pyiqa's own SSIM
 
 Uses ``../shared/data/realsr`` (OSEDiff outputs vs GT, 512x512) when present,
 else random 512x512 images. Prints one line per metric: seconds per image
-(median of the images after one warm-up image).
+(median of the images after one warm-up image). With ``--pyiqa`` it also times
+pyiqa's own SSIM (``create_metric('ssim')``, which ``FastSSIMScorer`` replaces)
+and prints the largest difference from ours.
 """
 import argparse
 import os
@@ -41,6 +44,15 @@ def _pairs(n: int):
             yield f'random_{i}', pred, gt
 
 
+def _pyiqa_scorers():
+    """pyiqa's own SSIM as a ``(pred, gt) -> [value]`` callable."""
+    import pyiqa
+
+    from icmsr.evaluation.scorers import METRIC_INFO
+    ssim = pyiqa.create_metric('ssim', device='cpu', **METRIC_INFO['ssim'].options)
+    return {'pyiqa_ssim': lambda pred, gt: [float(ssim(pred, gt))]}
+
+
 def main() -> int:
     """Run the benchmark and print the figures.
 
@@ -52,11 +64,17 @@ def main() -> int:
     p.add_argument('--threads', type=int, default=1, help='torch CPU threads (default 1)')
     p.add_argument('--full', action='store_true',
                    help='score all 100 RealSR images and compare averages with OSEDiff\'s log')
+    p.add_argument('--pyiqa', action='store_true',
+                   help="also time pyiqa's own SSIM and compare the values")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from icmsr.evaluation.scorers import build_scorers
     names = ['psnr', 'ssim', 'niqe']
     scorers = build_scorers(names, device='cpu')
+    if args.pyiqa:
+        extra = _pyiqa_scorers()
+        scorers.update(extra)
+        names += list(extra)
     n = 100 if args.full else args.images + 1
     times = {m: [] for m in names}
     values = {m: [] for m in names}
@@ -72,12 +90,16 @@ def main() -> int:
           f'on {os.cpu_count()} core(s)')
     for m in names:
         print(f'{m:5s} {statistics.median(times[m]):.3f} s/image')
-    print(f'total {sum(statistics.median(times[m]) for m in names):.3f} s/image')
+    print(f'total {sum(statistics.median(times[m]) for m in ("psnr", "ssim", "niqe")):.3f} s/image')
+    for m in names[3:]:
+        diff = max(abs(a - b) for a, b in zip(values[m], values[m[6:]]))
+        print(f'{m} vs ours: {statistics.median(times[m]) / statistics.median(times[m[6:]]):.1f}x '
+              f'the time, values differ by at most {diff:.1e}')
     if args.full:
         log = open(os.path.join(ROOT, 'osediff_metrics.log')).read().split('Average Metrics')[1]
         ref = {k.lower(): float(v) for k, v in re.findall(r'(\w+): ([\d.]+)', log)}
         ok = True
-        for m in names:  # PSNR/SSIM: equal to 4 decimals; NIQE: within 1e-3
+        for m in ('psnr', 'ssim', 'niqe'):  # PSNR/SSIM: equal to 4 decimals; NIQE: within 1e-3
             mean = sum(values[m]) / len(values[m])
             good = abs(mean - ref[m]) <= 1e-3 if m == 'niqe' else round(mean, 4) == ref[m]
             ok &= good
