@@ -1,6 +1,6 @@
 """Inference API: build the one-step SR model from a config or an export, super-resolve any-size images."""
 from icmsr.utils.tiling import TileSettings  # noqa: F401
-from .fuse import fuse_generator_lora  # noqa: F401
+from icmsr.models.generator import fuse_generator_lora  # noqa: F401
 from .inferencer import (InferenceSummary, SRInferencer, image_to_tensor, save_image,  # noqa: F401
                          super_resolve_image)
 from .inputs import PromptSource, collect_inputs, output_name  # noqa: F401

@@ -22,7 +22,7 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from PIL import Image
 
 from icmsr.models.one_step_sr import OneStepSR
-from .fuse import fuse_generator_lora
+from icmsr.models.generator import fuse_generator_lora
 from .inferencer import ImageLike, image_to_tensor, to_uint8
 from .lora_export import build_model_from_export, export_model, load_model_lora
 
