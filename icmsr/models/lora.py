@@ -151,6 +151,7 @@ class _LayerSwitch:
         self.overrides: Dict[str, nn.Module] = {}
 
     def __call__(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        """Apply the active role's override, then the ``ALWAYS`` and the role's branch."""
         if self.roles.base_only:
             return output
         role = self.roles.active
