@@ -90,11 +90,16 @@ def _load_pretrained(loader: Callable[..., Any], what: str, path: str,
             f'{_DOWNLOAD_HINT}') from err
 
 
-def _check_one_source(what: str, from_pretrained: Optional[str],
-                      from_config: Optional[Dict[str, Any]]) -> None:
+def _build(what: str, cls: Any, construct: Callable[[Dict[str, Any]], Any],
+           from_pretrained: Optional[str], subfolder: Optional[str],
+           from_config: Optional[Dict[str, Any]], **kwargs: Any) -> Any:
+    """``construct(from_config)`` or ``cls.from_pretrained``: exactly one source."""
     if (from_pretrained is None) == (from_config is None):
         raise ValueError(f'{what}: give exactly one of from_pretrained=<hub id or folder> '
                          f'or from_config=<architecture dict>.')
+    if from_config is not None:
+        return construct(dict(from_config))
+    return _load_pretrained(cls.from_pretrained, what, from_pretrained, subfolder, **kwargs)
 
 
 def _finish(module: torch.nn.Module, dtype: Optional[Any]) -> torch.nn.Module:
@@ -124,14 +129,9 @@ def build_unet(from_pretrained: Optional[str] = None, subfolder: Optional[str] =
     Returns:
         The UNet, with ``requires_grad=False`` everywhere.
     """
-    from diffusers import UNet2DConditionModel
-    _check_one_source('UNet', from_pretrained, from_config)
-    if from_config is not None:
-        unet = UNet2DConditionModel.from_config(dict(from_config))
-    else:
-        unet = _load_pretrained(UNet2DConditionModel.from_pretrained, 'UNet',
-                                from_pretrained, subfolder, **kwargs)
-    return _finish(unet, torch_dtype)
+    from diffusers import UNet2DConditionModel as Cls
+    return _finish(_build('UNet', Cls, Cls.from_config, from_pretrained, subfolder, from_config,
+                          **kwargs), torch_dtype)
 
 
 @MODELS.register_module(name='SDVAE')
@@ -143,14 +143,9 @@ def build_vae(from_pretrained: Optional[str] = None, subfolder: Optional[str] = 
     Returns:
         The VAE, with ``requires_grad=False`` everywhere.
     """
-    from diffusers import AutoencoderKL
-    _check_one_source('VAE', from_pretrained, from_config)
-    if from_config is not None:
-        vae = AutoencoderKL.from_config(dict(from_config))
-    else:
-        vae = _load_pretrained(AutoencoderKL.from_pretrained, 'VAE', from_pretrained,
-                               subfolder, **kwargs)
-    return _finish(vae, torch_dtype)
+    from diffusers import AutoencoderKL as Cls
+    return _finish(_build('VAE', Cls, Cls.from_config, from_pretrained, subfolder, from_config,
+                          **kwargs), torch_dtype)
 
 
 @MODELS.register_module(name='SDTextEncoder')
@@ -163,13 +158,9 @@ def build_text_encoder(from_pretrained: Optional[str] = None,
     Returns:
         The text encoder in eval mode, with ``requires_grad=False``.
     """
-    from transformers import CLIPTextConfig, CLIPTextModel
-    _check_one_source('Text encoder', from_pretrained, from_config)
-    if from_config is not None:
-        model = CLIPTextModel(CLIPTextConfig(**dict(from_config)))
-    else:
-        model = _load_pretrained(CLIPTextModel.from_pretrained, 'Text encoder',
-                                 from_pretrained, subfolder, **kwargs)
+    from transformers import CLIPTextConfig, CLIPTextModel as Cls
+    model = _build('Text encoder', Cls, lambda cfg: Cls(CLIPTextConfig(**cfg)), from_pretrained,
+                   subfolder, from_config, **kwargs)
     return _finish(model.eval(), torch_dtype)
 
 
@@ -209,12 +200,9 @@ def build_scheduler(from_pretrained: Optional[str] = None, subfolder: Optional[s
     Returns:
         The scheduler.
     """
-    from diffusers import DDPMScheduler
-    _check_one_source('Scheduler', from_pretrained, from_config)
-    if from_config is not None:
-        return DDPMScheduler.from_config(dict(from_config))
-    return _load_pretrained(DDPMScheduler.from_pretrained, 'Scheduler', from_pretrained,
-                            subfolder, **kwargs)
+    from diffusers import DDPMScheduler as Cls
+    return _build('Scheduler', Cls, Cls.from_config, from_pretrained, subfolder, from_config,
+                  **kwargs)
 
 
 @MODELS.register_module(name='SDT2IAdapter')
@@ -233,11 +221,6 @@ def build_t2i_adapter(from_pretrained: Optional[str] = None, subfolder: Optional
     Returns:
         The adapter, frozen.
     """
-    from diffusers import T2IAdapter
-    _check_one_source('T2I-Adapter', from_pretrained, from_config)
-    if from_config is not None:
-        adapter = T2IAdapter(**dict(from_config))
-    else:
-        adapter = _load_pretrained(T2IAdapter.from_pretrained, 'T2I-Adapter', from_pretrained,
-                                   subfolder, **kwargs)
-    return _finish(adapter, torch_dtype)
+    from diffusers import T2IAdapter as Cls
+    return _finish(_build('T2I-Adapter', Cls, lambda cfg: Cls(**cfg), from_pretrained, subfolder,
+                          from_config, **kwargs), torch_dtype)
