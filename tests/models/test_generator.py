@@ -1,11 +1,12 @@
 """OneStepGenerator and the role-switched LoRA it relies on."""
+import pytest
 import torch
 
 from tiny_config import arch_entry as arch
 from icmsr.models.backbones import build_scheduler, build_unet
 from icmsr.models.diffusion import GENERATOR_ROLE, add_noise, x0_from_eps
-from icmsr.models.generator import OneStepGenerator
-from icmsr.models.lora import LoRARoles, match_targets
+from icmsr.models.generator import OneStepGenerator, fuse_generator_lora
+from icmsr.models.lora import ALWAYS, LoRARoles, match_targets
 
 from model_testlib import randomize_lora
 
@@ -166,3 +167,20 @@ def test_frozen_base_switches_every_branch_off():
             frozen = gen.encode(x)
         assert torch.equal(frozen, plain.encode(x))
         assert not torch.allclose(gen.encode(x), frozen)  # the VAE LoRA acts outside the block
+
+
+def test_roles_count_and_fusing_refuses_a_unet_shared_with_other_roles():
+    gen = _generator(train_conv_in=True)
+    assert gen.roles.count(gen.unet) == {GENERATOR_ROLE: len(gen.unet_lora)}
+    assert gen.roles.count(gen.vae) == {ALWAYS: len(gen.vae_lora)}
+    gen.roles.attach(gen.unet, 'aux', ['to_q'])
+    before = gen.unet.conv_in.weight.clone()
+    with pytest.raises(RuntimeError, match=r"roles \['aux'\]"):
+        fuse_generator_lora(gen)
+    assert torch.equal(gen.unet.conv_in.weight, before) and not gen.lora_fused
+    # Fusing detaches the branches and the conv_in override, so nothing is counted twice.
+    owned = _generator(train_conv_in=True)
+    counts = fuse_generator_lora(owned)
+    assert counts == dict(unet=len(owned.unet_lora), vae=len(owned.vae_lora), conv_in=1)
+    assert owned.roles.count(owned.unet) == {} and owned.roles.count(owned.vae) == {}
+    assert owned.roles.override(owned.unet.conv_in, GENERATOR_ROLE, None) is None
