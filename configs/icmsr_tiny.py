@@ -44,7 +44,9 @@ model = dict(
     unet=dict(_delete_=True, type='SDUNet', from_config=tiny_unet),
     vae=dict(_delete_=True, type='SDVAE', from_config=tiny_vae),
     text_encoder=dict(_delete_=True, type='SDTextEncoder', from_config=tiny_text_encoder),
-    tokenizer=dict(_delete_=True, type='SDTokenizer', from_config=dict(kind='tiny')),
+    # Byte-level vocabulary (514 tokens, no merges), shipped with the tiny base.
+    tokenizer=dict(_delete_=True, type='SDTokenizer', from_pretrained='{{ fileDirname }}/tiny_base',
+                   subfolder='tokenizer'),
     scheduler=dict(_delete_=True, type='SDScheduler', from_config={{_base_.sd14_scheduler}}),
     # The random frozen weights are drawn from this seed, so every build of this config
     # (training, tools/test.py, tools/infer.py) has the base its LoRA was trained on.

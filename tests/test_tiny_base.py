@@ -90,9 +90,9 @@ def test_config_loads_the_shipped_base_like_sd(cfg):
     torch.manual_seed(0)
     fresh_unet = MODELS.build(dict(type='SDUNet', from_config=cfg.tiny_unet))
     assert not torch.equal(fresh_unet.conv_in.weight, unet.conv_in.weight)
-    # The saved tokenizer is the tiny one the config used to build from scratch.
+    # The saved tokenizer is the byte-level one the script builds (and icmsr_tiny.py loads).
     saved = MODELS.build(model.tokenizer)
-    tiny = MODELS.build(dict(type='SDTokenizer', from_config=dict(kind='tiny')))
+    tiny = _script().byte_level_tokenizer()
     for text_in in ('', 'a photo of a cat', 'Überall: 42!'):
         assert saved(text_in).input_ids == tiny(text_in).input_ids
     assert (len(saved), saved.model_max_length) == (len(tiny), tiny.model_max_length)

@@ -40,7 +40,6 @@ if ROOT not in sys.path:
 import icmsr  # noqa: E402,F401  (checkpoint-loading shims)
 from icmsr.apis import export_model  # noqa: E402
 from icmsr.utils.atomic_io import atomic_torch_save  # noqa: E402
-from icmsr.apis.fuse import lora_delta_weight  # noqa: E402
 from icmsr.apis.model_loading import model_config  # noqa: E402
 from icmsr.models import OneStepSR  # noqa: E402
 from icmsr.models.lora import LoRABranch, module_name  # noqa: E402
@@ -146,7 +145,7 @@ def _trained_conv_in(state: Mapping[str, torch.Tensor], rank: int,
         with torch.no_grad():
             branch.down.weight.copy_(lora_a[0])
             branch.up.weight.copy_(lora_b[0])
-        weight = weight + lora_delta_weight(branch, conv_in)
+        weight = weight + branch.delta_weight(conv_in)
     return {'weight': weight, 'bias': state['conv_in.base_layer.bias'].float()}
 
 

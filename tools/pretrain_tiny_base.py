@@ -2,8 +2,8 @@
 
 ``python tools/pretrain_tiny_base.py --out configs/tiny_base --seed 0`` builds the tiny
 architectures the config defines (``tiny_unet``, ``tiny_vae``, ``tiny_text_encoder``,
-``sd14_scheduler``, ``tiny_adapter_color``, ``tiny_adapter_canny``, tokenizer kind
-``'tiny'``) and gives them small real priors, in three stages on random 64 px crops
+``sd14_scheduler``, ``tiny_adapter_color``, ``tiny_adapter_canny``, a byte-level
+tokenizer) and gives them small real priors, in three stages on random 64 px crops
 (with flips) of photos that ship with scikit-image:
 
 1. the VAE as an autoencoder (MSE + a small KL term); its ``scaling_factor`` is then
@@ -42,6 +42,24 @@ KL_WEIGHT = 1e-4
 SNR_GAMMA = 5.0
 
 
+def byte_level_tokenizer() -> Any:
+    """CLIP's byte alphabet without merges: 514 tokens, enough for the tiny text encoder.
+
+    Returns:
+        A ``CLIPTokenizer`` (77 tokens max).
+    """
+    from transformers import CLIPTokenizer
+    # CLIP/GPT-2 byte alphabet: printable bytes map to themselves, the others above 255,
+    # printable ones first (the order fixes the token ids).
+    printable = (list(range(ord('!'), ord('~') + 1)) + list(range(ord('¡'), ord('¬') + 1))
+                 + list(range(ord('®'), ord('ÿ') + 1)))
+    others = [b for b in range(256) if b not in printable]
+    alphabet = [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]
+    tokens = alphabet + [a + '</w>' for a in alphabet] + ['<|startoftext|>', '<|endoftext|>']
+    return CLIPTokenizer(vocab={tok: i for i, tok in enumerate(tokens)}, merges=[],
+                         model_max_length=77)
+
+
 def build_tiny_stack(config: str = CONFIG) -> Dict[str, Any]:
     """Build the randomly initialised tiny components from the config's architecture dicts.
 
@@ -61,7 +79,7 @@ def build_tiny_stack(config: str = CONFIG) -> Dict[str, Any]:
         unet=backbones.build_unet(from_config=cfg.tiny_unet),
         vae=backbones.build_vae(from_config=cfg.tiny_vae),
         text_encoder=backbones.build_text_encoder(from_config=cfg.tiny_text_encoder),
-        tokenizer=backbones.build_tokenizer(from_config=dict(kind='tiny')),
+        tokenizer=byte_level_tokenizer(),
         scheduler=backbones.build_scheduler(from_config=cfg.sd14_scheduler),
         adapter_color=backbones.build_t2i_adapter(from_config=cfg.tiny_adapter_color),
         adapter_canny=backbones.build_t2i_adapter(from_config=cfg.tiny_adapter_canny))

@@ -1,6 +1,6 @@
 """Inference API: build the one-step SR model from a config or an export, super-resolve any-size images."""
 from icmsr.utils.tiling import TileSettings  # noqa: F401
-from .fuse import fuse_generator_lora  # noqa: F401
+from icmsr.models.generator import fuse_generator_lora  # noqa: F401
 from .image_sr import (InferenceCancelled, InputTooLargeError, image_to_tensor,  # noqa: F401
                        super_resolve_image, super_resolve_tensor)
 from .inferencer import InferenceSummary, SRInferencer, save_image  # noqa: F401

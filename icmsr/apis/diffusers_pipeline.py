@@ -22,7 +22,7 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from PIL import Image
 
 from icmsr.models.one_step_sr import OneStepSR
-from .fuse import fuse_generator_lora
+from icmsr.models.generator import fuse_generator_lora
 from .image_sr import ImageLike, super_resolve_image, super_resolve_tensor
 from .lora_export import build_model_from_export, export_model, load_model_lora
 

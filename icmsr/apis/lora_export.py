@@ -141,7 +141,7 @@ def export_model(model: nn.Module, out_dir: str, model_cfg: Dict[str, Any],
 
 def _save_merged(generator: OneStepGenerator, folder: str) -> Dict[str, str]:
     """Fold the LoRA into copies of the UNet and VAE and ``save_pretrained`` them."""
-    from .fuse import fuse_generator_lora
+    from icmsr.models.generator import fuse_generator_lora
     twin = copy.deepcopy(generator)  # the caller's generator stays unfused
     fuse_generator_lora(twin)
     paths = {'merged_unet': os.path.join(folder, 'unet'), 'merged_vae': os.path.join(folder, 'vae')}

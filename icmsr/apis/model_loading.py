@@ -24,7 +24,7 @@ import torch
 from icmsr.models.backbones import resolve_dtype
 from icmsr.models.one_step_sr import OneStepSR
 from icmsr.registry import MODELS
-from .fuse import fuse_generator_lora
+from icmsr.models.generator import fuse_generator_lora
 from .lora_export import META_FILE, build_model_from_export, load_model_lora, read_description
 
 _ANSI = re.compile(r'\x1b\[[0-9;]*m')

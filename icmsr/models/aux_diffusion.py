@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from icmsr.registry import MODELS, build_or_use
 from .diffusion import AUX_ROLE, add_noise, sample_noise, sample_timesteps, seeded_rng
 from .generator import UNET_LORA_TARGETS
-from .lora import LoRARoles, inject_lora
+from .lora import LoRARoles, own_or_share
 
 # OSEDiff's rule (``initialize_unet``): every non-norm weight whose name contains one
 # of its patterns, conv_in included. As suffix matches on SD's UNet this is the
@@ -63,7 +63,7 @@ class AuxDiffusion(nn.Module):
         seed: seed of a private RNG for t' and eps (None: global RNG).
     """
 
-    def __init__(self, unet: Any, scheduler: Any, roles: Optional[LoRARoles] = None,
+    def __init__(self, unet: Any, scheduler: Any, roles: LoRARoles,
                  lora_rank: int = 4, lora_alpha: Optional[float] = 8,
                  lora_preset: str = 'osediff',
                  lora_targets: Optional[Union[str, Sequence[str]]] = None,
@@ -76,16 +76,12 @@ class AuxDiffusion(nn.Module):
         if noise_source not in NOISE_SOURCES:
             raise ValueError(f'AuxDiffusion noise_source must be one of {NOISE_SOURCES}, '
                              f'got {noise_source!r}.')
-        if isinstance(unet, dict):
-            self.unet = build_or_use(unet)
-            self.unet.requires_grad_(False)
-        else:
-            object.__setattr__(self, 'unet', unet)
+        own_or_share(self, 'unet', unet).requires_grad_(False)
         self.scheduler = build_or_use(scheduler)
-        self.roles = roles if roles is not None else LoRARoles()
+        self.roles = roles
         self.lora_preset = lora_preset
         targets = AUX_LORA_PRESETS[lora_preset] if lora_targets is None else lora_targets
-        self.lora = inject_lora(self.unet, self.roles, AUX_ROLE, targets, lora_rank, lora_alpha)
+        self.lora = roles.attach(self.unet, AUX_ROLE, targets, lora_rank, lora_alpha)
         self.use_adapter = use_adapter
         self.noise_source = noise_source
         self.t_range = (int(t_range[0]), int(t_range[1]))

@@ -10,16 +10,15 @@ Every builder takes the same three ways in:
 * ``from_config=dict(...)`` - an architecture dict with random weights (the
   tiny stack of ``configs/icmsr_tiny.py``, the SD v1-4 layout of
   ``configs/_base_/models/sd14_arch.py``): tests, demos and memory benchmarks.
+  Tokenizers are data and load ``from_pretrained`` only.
 
 The builders are registered as functions in ``MODELS`` under ``SD*`` names, so a
 config says ``unet=dict(type='SDUNet', from_pretrained=..., subfolder='unet')``.
 diffusers classes themselves are not registered (importing icmsr stays cheap).
 """
-import gzip
-import importlib.util
 import os
 import re
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -91,11 +90,16 @@ def _load_pretrained(loader: Callable[..., Any], what: str, path: str,
             f'{_DOWNLOAD_HINT}') from err
 
 
-def _check_one_source(what: str, from_pretrained: Optional[str],
-                      from_config: Optional[Dict[str, Any]]) -> None:
+def _build(what: str, cls: Any, construct: Callable[[Dict[str, Any]], Any],
+           from_pretrained: Optional[str], subfolder: Optional[str],
+           from_config: Optional[Dict[str, Any]], **kwargs: Any) -> Any:
+    """``construct(from_config)`` or ``cls.from_pretrained``: exactly one source."""
     if (from_pretrained is None) == (from_config is None):
         raise ValueError(f'{what}: give exactly one of from_pretrained=<hub id or folder> '
                          f'or from_config=<architecture dict>.')
+    if from_config is not None:
+        return construct(dict(from_config))
+    return _load_pretrained(cls.from_pretrained, what, from_pretrained, subfolder, **kwargs)
 
 
 def _finish(module: torch.nn.Module, dtype: Optional[Any]) -> torch.nn.Module:
@@ -125,14 +129,9 @@ def build_unet(from_pretrained: Optional[str] = None, subfolder: Optional[str] =
     Returns:
         The UNet, with ``requires_grad=False`` everywhere.
     """
-    from diffusers import UNet2DConditionModel
-    _check_one_source('UNet', from_pretrained, from_config)
-    if from_config is not None:
-        unet = UNet2DConditionModel.from_config(dict(from_config))
-    else:
-        unet = _load_pretrained(UNet2DConditionModel.from_pretrained, 'UNet',
-                                from_pretrained, subfolder, **kwargs)
-    return _finish(unet, torch_dtype)
+    from diffusers import UNet2DConditionModel as Cls
+    return _finish(_build('UNet', Cls, Cls.from_config, from_pretrained, subfolder, from_config,
+                          **kwargs), torch_dtype)
 
 
 @MODELS.register_module(name='SDVAE')
@@ -144,14 +143,9 @@ def build_vae(from_pretrained: Optional[str] = None, subfolder: Optional[str] = 
     Returns:
         The VAE, with ``requires_grad=False`` everywhere.
     """
-    from diffusers import AutoencoderKL
-    _check_one_source('VAE', from_pretrained, from_config)
-    if from_config is not None:
-        vae = AutoencoderKL.from_config(dict(from_config))
-    else:
-        vae = _load_pretrained(AutoencoderKL.from_pretrained, 'VAE', from_pretrained,
-                               subfolder, **kwargs)
-    return _finish(vae, torch_dtype)
+    from diffusers import AutoencoderKL as Cls
+    return _finish(_build('VAE', Cls, Cls.from_config, from_pretrained, subfolder, from_config,
+                          **kwargs), torch_dtype)
 
 
 @MODELS.register_module(name='SDTextEncoder')
@@ -164,78 +158,32 @@ def build_text_encoder(from_pretrained: Optional[str] = None,
     Returns:
         The text encoder in eval mode, with ``requires_grad=False``.
     """
-    from transformers import CLIPTextConfig, CLIPTextModel
-    _check_one_source('Text encoder', from_pretrained, from_config)
-    if from_config is not None:
-        model = CLIPTextModel(CLIPTextConfig(**dict(from_config)))
-    else:
-        model = _load_pretrained(CLIPTextModel.from_pretrained, 'Text encoder',
-                                 from_pretrained, subfolder, **kwargs)
+    from transformers import CLIPTextConfig, CLIPTextModel as Cls
+    model = _build('Text encoder', Cls, lambda cfg: Cls(CLIPTextConfig(**cfg)), from_pretrained,
+                   subfolder, from_config, **kwargs)
     return _finish(model.eval(), torch_dtype)
-
-
-def _bytes_to_unicode() -> Dict[int, str]:
-    """CLIP/GPT-2 byte alphabet: printable bytes map to themselves, others above 255.
-
-    Order matters (it fixes token ids): printable bytes first, then the rest.
-    """
-    printable = (list(range(ord('!'), ord('~') + 1)) + list(range(ord('¡'), ord('¬') + 1))
-                 + list(range(ord('®'), ord('ÿ') + 1)))
-    table = {b: chr(b) for b in printable}
-    others = [b for b in range(256) if b not in table]
-    table.update({b: chr(256 + i) for i, b in enumerate(others)})
-    return table
-
-
-def _clip_bpe_merges(num_merges: int) -> List[Tuple[str, str]]:
-    """Read CLIP's BPE merges from the file the openai-clip wheel ships."""
-    spec = importlib.util.find_spec('clip')
-    if spec is None or not spec.submodule_search_locations:
-        raise PretrainedWeightsError(
-            "Tokenizer kind 'clip_bpe' needs the openai-clip package (it ships "
-            "clip/bpe_simple_vocab_16e6.txt.gz); install it or use kind='tiny'.")
-    path = os.path.join(list(spec.submodule_search_locations)[0], 'bpe_simple_vocab_16e6.txt.gz')
-    lines = gzip.open(path).read().decode('utf-8').split('\n')[1:num_merges + 1]
-    return [tuple(line.split()) for line in lines]
 
 
 @MODELS.register_module(name='SDTokenizer')
 def build_tokenizer(from_pretrained: Optional[str] = None, subfolder: Optional[str] = 'tokenizer',
-                    from_config: Optional[Dict[str, Any]] = None, **kwargs: Any) -> Any:
-    """Build a ``CLIPTokenizer``.
+                    **kwargs: Any) -> Any:
+    """Load a ``CLIPTokenizer`` (a vocabulary is data: there is no ``from_config``).
 
     Args:
-        from_pretrained: hub id or local SD folder.
+        from_pretrained: hub id or local SD folder; tiny configs load the byte-level
+            tokenizer shipped in ``configs/tiny_base``.
         subfolder: tokenizer subfolder.
-        from_config: offline construction: ``dict(kind='tiny')`` (byte-level
-            alphabet, no merges: 514 tokens, enough for tiny text encoders) or
-            ``dict(kind='clip_bpe')`` (the real 49408-token CLIP BPE rebuilt from
-            openai-clip's shipped merges file). ``model_max_length`` defaults to 77.
         **kwargs: forwarded to ``from_pretrained``.
 
     Returns:
         The tokenizer.
     """
     from transformers import CLIPTokenizer
-    _check_one_source('Tokenizer', from_pretrained, from_config)
-    if from_pretrained is not None:
-        return _load_pretrained(CLIPTokenizer.from_pretrained, 'Tokenizer', from_pretrained,
-                                subfolder, **kwargs)
-    cfg = dict(from_config)
-    kind = cfg.pop('kind', 'tiny')
-    max_len = cfg.pop('model_max_length', 77)
-    alphabet = list(_bytes_to_unicode().values())
-    tokens = alphabet + [a + '</w>' for a in alphabet]
-    if kind == 'tiny':
-        merges: List[Tuple[str, str]] = []
-    elif kind == 'clip_bpe':
-        merges = _clip_bpe_merges(49152 - 256 - 2)
-        tokens += [''.join(m) for m in merges]
-    else:
-        raise ValueError(f"Tokenizer from_config kind must be 'tiny' or 'clip_bpe', got {kind!r}")
-    tokens += ['<|startoftext|>', '<|endoftext|>']
-    vocab = {tok: i for i, tok in enumerate(tokens)}
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_len, **cfg)
+    if from_pretrained is None or 'from_config' in kwargs:
+        raise ValueError('Tokenizer: give from_pretrained=<hub id or folder> (tiny configs: '
+                         "configs/tiny_base with subfolder='tokenizer').")
+    return _load_pretrained(CLIPTokenizer.from_pretrained, 'Tokenizer', from_pretrained,
+                            subfolder, **kwargs)
 
 
 @MODELS.register_module(name='SDScheduler')
@@ -252,12 +200,9 @@ def build_scheduler(from_pretrained: Optional[str] = None, subfolder: Optional[s
     Returns:
         The scheduler.
     """
-    from diffusers import DDPMScheduler
-    _check_one_source('Scheduler', from_pretrained, from_config)
-    if from_config is not None:
-        return DDPMScheduler.from_config(dict(from_config))
-    return _load_pretrained(DDPMScheduler.from_pretrained, 'Scheduler', from_pretrained,
-                            subfolder, **kwargs)
+    from diffusers import DDPMScheduler as Cls
+    return _build('Scheduler', Cls, Cls.from_config, from_pretrained, subfolder, from_config,
+                  **kwargs)
 
 
 @MODELS.register_module(name='SDT2IAdapter')
@@ -276,11 +221,6 @@ def build_t2i_adapter(from_pretrained: Optional[str] = None, subfolder: Optional
     Returns:
         The adapter, frozen.
     """
-    from diffusers import T2IAdapter
-    _check_one_source('T2I-Adapter', from_pretrained, from_config)
-    if from_config is not None:
-        adapter = T2IAdapter(**dict(from_config))
-    else:
-        adapter = _load_pretrained(T2IAdapter.from_pretrained, 'T2I-Adapter', from_pretrained,
-                                   subfolder, **kwargs)
-    return _finish(adapter, torch_dtype)
+    from diffusers import T2IAdapter as Cls
+    return _finish(_build('T2I-Adapter', Cls, lambda cfg: Cls(**cfg), from_pretrained, subfolder,
+                          from_config, **kwargs), torch_dtype)

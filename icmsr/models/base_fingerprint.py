@@ -132,8 +132,8 @@ def check_fingerprint(saved: Optional[Mapping[str, Any]], current: Mapping[str, 
     if on_mismatch not in BASE_CHECKS:
         raise ValueError(f'base_check must be one of {BASE_CHECKS}, got {on_mismatch!r}.')
     if not saved:
-        warnings.warn(f'{where} records no base fingerprint (written by an older version): '
-                      'cannot check that its frozen base matches this config.', stacklevel=2)
+        warnings.warn(f'{where} records no base fingerprint: cannot check that its frozen base '
+                      'matches this config.', stacklevel=2)
         return
     differ = [name for name in current
               if name in saved and saved[name].get('digest') != current[name].get('digest')]

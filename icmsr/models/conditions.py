@@ -8,8 +8,8 @@ is the dense condition of the paper's ICM-SR-lq ablation.
 The default recipe is the one the adapters were trained on (TencentARC's
 ``ldm/data/utils.py``): colormap = OpenCV ``INTER_CUBIC`` of the 8-bit image down to
 ``(H // 64, W // 64)`` (no antialiasing), ``INTER_NEAREST`` back up; Canny(100, 200)
-on the 3-channel BGR image. ``recipe='antialiased8'`` keeps the earlier defaults
-(fixed 8x8 antialiased bicubic colormap, Canny on gray).
+on the 3-channel BGR image. ``recipe='antialiased8'`` is a fixed 8x8 antialiased
+bicubic colormap and Canny on gray.
 """
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -20,7 +20,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from icmsr.registry import MODELS
-from .cv2_resize import resize_cubic_u8, resize_nearest
 
 ConditionOutput = Union[torch.Tensor, List[torch.Tensor]]
 
@@ -28,7 +27,7 @@ ConditionOutput = Union[torch.Tensor, List[torch.Tensor]]
 RECIPES: Dict[str, Dict[str, Any]] = {
     # TencentARC's training inputs (AddSpatialPalette, AddCannyFreezeThreshold).
     'tencentarc': dict(colormap_size=None, colormap_resize='cv2_bicubic', canny_input='color'),
-    # The toolkit's earlier defaults: PIL-like antialiased 8x8 colormap, gray Canny.
+    # PIL-like antialiased 8x8 colormap, gray Canny.
     'antialiased8': dict(colormap_size=8, colormap_resize='bicubic', canny_input='gray'),
 }
 _RESIZES = ('cv2_bicubic', 'bicubic', 'area')
@@ -46,8 +45,8 @@ class ConditionExtractor(nn.Module):
       ``(H // colormap_downscale, W // colormap_downscale)`` when ``colormap_size``
       is None (TencentARC: 64, so 8x8 for 512 px), else ``colormap_size``.
       ``colormap_resize='cv2_bicubic'`` (default) is OpenCV's 8-bit ``INTER_CUBIC``
-      of ``round(255 x)`` and ``INTER_NEAREST`` back, reproduced on the batch's
-      device (bound in :mod:`icmsr.models.cv2_resize`), values multiples of 1/255;
+      of ``round(255 x)`` in BGR order and ``INTER_NEAREST`` back (``cv2.resize``
+      per image on the CPU), values multiples of 1/255;
       ``'bicubic'`` is float antialiased bicubic (PIL ``BICUBIC`` to within a few
       8-bit levels) and ``'area'`` the box average (``INTER_AREA``), both clamped
       and brought back with ``nearest-exact``.
@@ -64,7 +63,7 @@ class ConditionExtractor(nn.Module):
       ``lq_resize`` (default bicubic, no antialiasing, like the resize-back of
       the training LQ), clamped to ``[0, 1]``, ``(B, 3, H, W)``.
 
-    Canny runs on the CPU (OpenCV); the result is moved back to ``hq``'s device.
+    OpenCV runs on the CPU; the result is moved back to ``hq``'s device.
 
     Args:
         mode: One of ``'colormap'``, ``'canny'``, ``'multi'``, ``'lq'``.
@@ -137,9 +136,10 @@ class ConditionExtractor(nn.Module):
             raise TypeError(f'{name} must be float in [0, 1], got {x.dtype}; divide uint8 by 255.')
 
     @staticmethod
-    def _to_uint8(hq: torch.Tensor) -> torch.Tensor:
-        """``round(255 x)`` as uint8, ``(B, 3, H, W)`` on ``hq``'s device."""
-        return (hq.detach().float() * 255).round().clamp(0, 255).to(torch.uint8)
+    def _host_uint8(hq: torch.Tensor) -> List[np.ndarray]:
+        """``round(255 x)`` as contiguous uint8 ``(H, W, 3)`` RGB arrays on the host, one per image."""
+        img8 = (hq.detach().float() * 255).round().clamp(0, 255).to(torch.uint8)
+        return [np.ascontiguousarray(a) for a in img8.permute(0, 2, 3, 1).cpu().numpy()]
 
     def grid_size(self, height: int, width: int) -> Tuple[int, int]:
         """The colormap grid ``(h, w)`` for an image of ``height x width``.
@@ -172,10 +172,15 @@ class ConditionExtractor(nn.Module):
         """
         grid = self.grid_size(*hq.shape[-2:])
         if self.colormap_resize == 'cv2_bicubic':
-            # In BGR order, as TencentARC calls cv2: OpenCV's rounding path depends on
-            # a value's position in the interleaved row, hence on the channel order.
-            small8 = resize_cubic_u8(self._to_uint8(hq).flip(1), grid).flip(1)
-            return resize_nearest(small8, hq.shape[-2:]).float() / 255
+            # cv2 itself, per image on the host as for Canny: TencentARC's arithmetic exactly.
+            height, width = hq.shape[-2:]
+            maps = []
+            for rgb in self._host_uint8(hq):
+                bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # TencentARC's channel order
+                small = cv2.resize(bgr, grid[::-1], interpolation=cv2.INTER_CUBIC)
+                big = cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
+                maps.append(cv2.cvtColor(big, cv2.COLOR_BGR2RGB).transpose(2, 0, 1))
+            return (torch.from_numpy(np.stack(maps)).float() / 255).to(hq.device)
         x = hq.float()
         if self.colormap_resize == 'area':
             small = F.interpolate(x, size=grid, mode='area')
@@ -195,10 +200,8 @@ class ConditionExtractor(nn.Module):
         Returns:
             The edge condition on ``hq``'s device.
         """
-        img8 = self._to_uint8(hq).permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3) RGB
         edges = []
-        for rgb in img8:
-            rgb = np.ascontiguousarray(rgb)
+        for rgb in self._host_uint8(hq):
             if self.canny_input == 'gray':
                 src = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
             elif self.canny_input == 'color':

@@ -1,13 +1,13 @@
 """The one-step generator G_theta of OSEDiff / ICM-SR."""
 import copy
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from icmsr.registry import MODELS, build_or_use
 from .diffusion import GENERATOR_ROLE, x0_from_eps
-from .lora import ALWAYS, LoRARoles, inject_lora, override_layer
+from .lora import ALWAYS, LoRARoles, own_or_share
 
 # OSEDiff's UNet LoRA targets (peft-style suffix match; see lora.match_targets).
 UNET_LORA_TARGETS = ('to_k', 'to_q', 'to_v', 'to_out.0', 'conv', 'conv1', 'conv2',
@@ -33,7 +33,7 @@ class OneStepGenerator(nn.Module):
             owner moves/saves it): this is how ICMSR shares one UNet with the
             teacher and the fake score.
         scheduler: ``DDPMScheduler`` or its config (its noise schedule gives the x0 formula).
-        roles: the :class:`LoRARoles` switch of the shared UNet (new one if None).
+        roles: the :class:`LoRARoles` switch of the shared UNet (``OneStepSR.roles``).
         timestep: the single timestep (OSEDiff: 999).
         lora_rank: rank of the UNet and VAE-encoder LoRA.
         lora_alpha: LoRA alpha; OSEDiff leaves peft's default 8 (scale 2 at rank 4).
@@ -47,7 +47,7 @@ class OneStepGenerator(nn.Module):
         gradient_checkpointing: checkpoint UNet and VAE activations.
     """
 
-    def __init__(self, vae: Any, unet: Any, scheduler: Any, roles: Optional[LoRARoles] = None,
+    def __init__(self, vae: Any, unet: Any, scheduler: Any, roles: LoRARoles,
                  timestep: int = 999, lora_rank: int = 4, lora_alpha: Optional[float] = 8,
                  unet_lora_targets: Union[str, Sequence[str]] = UNET_LORA_TARGETS,
                  vae_lora_targets: Optional[Union[str, Sequence[str]]] = VAE_ENCODER_LORA_TARGETS,
@@ -60,25 +60,22 @@ class OneStepGenerator(nn.Module):
                 raise ValueError(f"OneStepGenerator {name} must be 'sample' or 'mode', got {value!r}")
         self.vae = build_or_use(vae)
         self.vae.requires_grad_(False)
-        if isinstance(unet, dict):
-            self.unet = build_or_use(unet)
-        else:
-            object.__setattr__(self, 'unet', unet)  # shared: owned elsewhere
-        self.unet.requires_grad_(False)
+        own_or_share(self, 'unet', unet).requires_grad_(False)
         self.scheduler = build_or_use(scheduler)
-        self.roles = roles if roles is not None else LoRARoles()
+        self.roles = roles
+        self.lora_fused = False
         self.timestep = int(timestep)
         self.train_latent, self.infer_latent = train_latent, infer_latent
         self.clamp_output = clamp_output
         # The LoRA branches live here, so the generator owns all its trainables.
-        self.unet_lora = inject_lora(self.unet, self.roles, GENERATOR_ROLE, unet_lora_targets,
-                                     lora_rank, lora_alpha)
-        self.vae_lora = (inject_lora(self.vae, self.roles, ALWAYS, vae_lora_targets, lora_rank,
-                                     lora_alpha) if vae_lora_targets else nn.ModuleDict())
+        self.unet_lora = roles.attach(self.unet, GENERATOR_ROLE, unet_lora_targets, lora_rank,
+                                      lora_alpha)
+        self.vae_lora = (roles.attach(self.vae, ALWAYS, vae_lora_targets, lora_rank, lora_alpha)
+                         if vae_lora_targets else nn.ModuleDict())
         self.conv_in: Optional[nn.Module] = None
         if train_conv_in:
             self.conv_in = copy.deepcopy(self.unet.conv_in).float().requires_grad_(True)
-            override_layer(self.unet.conv_in, self.roles, GENERATOR_ROLE, self.conv_in)
+            roles.override(self.unet.conv_in, GENERATOR_ROLE, self.conv_in)
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             self.vae.enable_gradient_checkpointing()
@@ -153,3 +150,45 @@ class OneStepGenerator(nn.Module):
         """
         z0 = self.denoise(self.encode(lq), prompt_embeds)
         return self.decode(z0), z0
+
+
+def fuse_generator_lora(generator: OneStepGenerator) -> Dict[str, int]:
+    """Fold the LoRA of the VAE encoder and the UNet, and the trained ``conv_in``, into the base.
+
+    Folding removes two extra matmuls/convs per adapted layer at every call. After
+    fusing, the generator's outputs are unchanged (up to rounding) and its LoRA
+    branches are detached (they stay in ``generator.unet_lora`` / ``vae_lora`` only
+    as a record). Export LoRA files before fusing. Only fuse a generator that owns
+    its UNet and VAE (as built by :func:`icmsr.apis.init_model`): fused weights
+    would change the teacher and the fake score if the UNet were shared with them.
+
+    Args:
+        generator: the generator to fuse in place.
+
+    Returns:
+        Number of fused layers per part: ``{'unet': n, 'vae': m, 'conv_in': 0|1}``.
+
+    Raises:
+        RuntimeError: The UNet carries LoRA of other roles (shared with a
+            teacher/fake score), or the generator was fused already.
+    """
+    if generator.lora_fused:
+        raise RuntimeError('This generator is already fused.')
+    roles = generator.roles
+    other = set(roles.count(generator.unet)) - {GENERATOR_ROLE, ALWAYS}
+    if other:
+        raise RuntimeError(
+            f'The UNet also carries LoRA of roles {sorted(other)} (it is shared with the training '
+            'model); fusing would change them. Build an inference model with icmsr.apis.init_model.')
+    counts = dict(unet=roles.fuse(generator.unet, generator.unet_lora, GENERATOR_ROLE),
+                  vae=roles.fuse(generator.vae, generator.vae_lora, ALWAYS), conv_in=0)
+    if generator.conv_in is not None:
+        target = generator.unet.conv_in
+        with torch.no_grad():
+            target.weight.copy_(generator.conv_in.weight)
+            if target.bias is not None:
+                target.bias.copy_(generator.conv_in.bias)
+        roles.override(target, GENERATOR_ROLE, None)
+        counts['conv_in'] = 1
+    generator.lora_fused = True
+    return counts

@@ -1,8 +1,10 @@
-"""Role-switched LoRA on frozen, shared diffusion weights.
+"""Role-switched LoRA on frozen, shared diffusion weights: the one owner of the roles.
 
 ICM-SR runs one frozen SD UNet in three roles: the generator (UNet + LoRA
 'generator'), the teacher (no LoRA) and the fake score (UNet + LoRA 'aux').
 The frozen weights are kept once; each role only adds its own low-rank branches.
+:class:`LoRARoles` is the whole mechanism: it attaches branches and overrides,
+switches the active role, folds branches into the weights and counts them.
 
 Why not peft's multi-adapter switching: ``set_adapter``/``disable_adapters``
 flip ``requires_grad`` of the adapters, so changing the adapter between the
@@ -14,22 +16,26 @@ the auxiliary model), not by the shared UNet, so each trainable set lives in one
 sub-module: DDP wrappers, optimizers and checkpoints see clean, disjoint sets.
 
 Mechanics: a forward hook on each targeted ``nn.Linear``/``nn.Conv2d`` adds
-``scale * up(down(x))`` of the active role's branch. The UNet's own module tree
-and state-dict keys stay untouched (``save_pretrained`` still works). A role may
-also *override* a layer (e.g. its own trainable copy of ``conv_in``).
+``scale * up(down(x))`` of the active role's branch. The role tables live in the
+hook object, not on the layer, so the UNet's module tree and state-dict keys stay
+untouched (``save_pretrained`` still works). A role may also *override* a layer
+(e.g. its own trainable copy of ``conv_in``).
 
 Gradient checkpointing recomputes forwards during backward, so the role that was
 active in the forward must be active again during backward:
-``ICMSR.train_step`` runs the generator's backward inside ``roles.use('generator')``.
+``ICMSR.train_step`` runs each backward inside ``roles.use(role)``.
 """
 import contextlib
 import re
-from typing import Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 
+from icmsr.registry import build_or_use
+
 ALWAYS = '*'  # role key of branches that are active whatever the role
+Targets = Union[str, Sequence[str]]
 
 
 def branch_key(name: str) -> str:
@@ -56,41 +62,27 @@ def module_name(key: str) -> str:
     return key.replace('__', '.')
 
 
-class LoRARoles:
-    """The shared switch that says which role's LoRA branches are active."""
+def own_or_share(owner: nn.Module, name: str, spec: Any) -> nn.Module:
+    """Give ``owner`` the attribute ``name``: owned when built here, shared otherwise.
 
-    def __init__(self) -> None:
-        self.active: Optional[str] = None
-        self.base_only = False
+    A config is built and registered as a sub-module (moved, saved and wrapped
+    with ``owner``). A module is kept as a plain reference, outside the module tree:
+    its owner (e.g. ``OneStepSR`` for the one frozen UNet) moves and saves it, so
+    it is never counted, saved or wrapped twice.
 
-    @contextlib.contextmanager
-    def use(self, role: Optional[str]) -> Iterator[None]:
-        """Activate ``role`` (None: frozen base) inside the block, restore after.
+    Args:
+        owner: the module that uses it.
+        name: attribute name.
+        spec: a config dict or a module owned elsewhere.
 
-        Args:
-            role: role name or None.
-
-        Yields:
-            Nothing.
-        """
-        previous, self.active = self.active, role
-        try:
-            yield
-        finally:
-            self.active = previous
-
-    @contextlib.contextmanager
-    def frozen_base(self) -> Iterator[None]:
-        """Run the frozen weights alone inside the block: no branch, not even ``ALWAYS`` ones.
-
-        Yields:
-            Nothing.
-        """
-        previous, self.base_only = self.base_only, True
-        try:
-            yield
-        finally:
-            self.base_only = previous
+    Returns:
+        The module.
+    """
+    if isinstance(spec, dict):
+        setattr(owner, name, build_or_use(spec))
+    else:
+        object.__setattr__(owner, name, spec)
+    return getattr(owner, name)
 
 
 class LoRABranch(nn.Module):
@@ -128,38 +120,54 @@ class LoRABranch(nn.Module):
         """Return the low-rank residual for input ``x`` (same dtype as the branch)."""
         return self.up(self.down(x)) * self.scale
 
+    def delta_weight(self, base: nn.Module) -> torch.Tensor:
+        """The weight increment equivalent to this branch on ``base``, in float32.
 
-def _hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-    """Forward hook: apply the active role's override and/or LoRA branch."""
-    if module._icmsr_roles.base_only:
+        Both maps are linear with the base layer's geometry (``up`` is 1x1), so the
+        sum ``base(x) + branch(x)`` is one layer with weight ``W + scale * up @ down``.
+
+        Args:
+            base: the layer it adapts (``nn.Linear`` or ``nn.Conv2d``).
+
+        Returns:
+            A tensor shaped like ``base.weight``.
+        """
+        down, up = self.down.weight.float(), self.up.weight.float()
+        if isinstance(base, nn.Linear):
+            delta = up @ down
+        elif isinstance(base, nn.Conv2d):
+            delta = torch.einsum('or,rikl->oikl', up[:, :, 0, 0], down)
+        else:
+            raise TypeError(f'Cannot fuse LoRA into {type(base).__name__}.')
+        return delta * self.scale
+
+
+class _LayerSwitch:
+    """The forward hook of one adapted layer, with its branches and overrides per role."""
+
+    def __init__(self, roles: 'LoRARoles') -> None:
+        self.roles = roles
+        self.branches: Dict[str, LoRABranch] = {}
+        self.overrides: Dict[str, nn.Module] = {}
+
+    def __call__(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        """Apply the active role's override, then the ``ALWAYS`` and the role's branch."""
+        if self.roles.base_only:
+            return output
+        role = self.roles.active
+        override = self.overrides.get(role)
+        if override is not None:
+            weight = next(override.parameters())
+            output = override(args[0].to(weight.dtype)).to(output.dtype)
+        for key in (ALWAYS, role):
+            branch = self.branches.get(key)
+            if branch is not None:
+                dtype = branch.up.weight.dtype
+                output = output + branch(args[0].to(dtype)).to(output.dtype)
         return output
-    role = module._icmsr_roles.active
-    override = module._icmsr_overrides.get(role)
-    if override is not None:
-        weight = next(override.parameters())
-        output = override(args[0].to(weight.dtype)).to(output.dtype)
-    for key in (ALWAYS, role):
-        branch = module._icmsr_branches.get(key)
-        if branch is not None:
-            x = args[0]
-            dtype = branch.up.weight.dtype
-            output = output + branch(x.to(dtype)).to(output.dtype)
-    return output
 
 
-def _prepare(module: nn.Module, roles: LoRARoles) -> None:
-    """Attach the hook and the (unregistered) role tables to a layer once."""
-    if getattr(module, '_icmsr_roles', None) is None:
-        # Plain attributes, not sub-modules: the branches belong to their trainer.
-        object.__setattr__(module, '_icmsr_roles', roles)
-        object.__setattr__(module, '_icmsr_branches', {})
-        object.__setattr__(module, '_icmsr_overrides', {})
-        module.register_forward_hook(_hook)
-    elif module._icmsr_roles is not roles:
-        raise ValueError('A layer cannot be switched by two different LoRARoles.')
-
-
-def match_targets(model: nn.Module, targets: Union[str, Sequence[str]]) -> List[str]:
+def match_targets(model: nn.Module, targets: Targets) -> List[str]:
     """Names of the Linear/Conv2d sub-modules of ``model`` selected by ``targets``.
 
     Args:
@@ -185,67 +193,145 @@ def match_targets(model: nn.Module, targets: Union[str, Sequence[str]]) -> List[
     return sorted(names)
 
 
-def inject_lora(model: nn.Module, roles: LoRARoles, role: str,
-                targets: Union[str, Sequence[str]], rank: int = 4,
-                alpha: Optional[float] = None) -> nn.ModuleDict:
-    """Add LoRA branches for ``role`` to the targeted layers of a frozen model.
+class LoRARoles:
+    """The switch of a frozen model's LoRA roles: attach, switch, fuse and count.
 
-    Args:
-        model: frozen model (its weights stay untouched).
-        roles: the switch shared by every role of this model.
-        role: role name, or :data:`ALWAYS` for branches active in every role.
-        targets: see :func:`match_targets`.
-        rank: LoRA rank.
-        alpha: LoRA alpha (default: ``rank``, i.e. scale 1).
-
-    Returns:
-        A ``ModuleDict`` of the new branches (keys: :func:`branch_key` of the module names)
-        for the caller to own and train.
+    One instance serves every role of one frozen model (``OneStepSR`` makes it
+    and hands it to each component). The branches it attaches are returned to the
+    caller, who owns and trains them.
     """
-    names = match_targets(model, targets)
-    if not names:
-        raise ValueError(f'LoRA targets {targets!r} match no Linear/Conv2d layer.')
-    modules = dict(model.named_modules())
-    param = next(model.parameters())
-    branches = nn.ModuleDict()
-    for name in names:
-        layer = modules[name]
-        _prepare(layer, roles)
-        if role in layer._icmsr_branches:
-            raise ValueError(f'Layer {name} already has a LoRA branch for role {role!r}.')
-        branch = LoRABranch(layer, rank, rank if alpha is None else alpha)
-        branch.to(device=param.device)
-        layer._icmsr_branches[role] = branch
-        branches[branch_key(name)] = branch
-    return branches
 
+    def __init__(self) -> None:
+        self.active: Optional[str] = None
+        self.base_only = False
+        self._switches: Dict[nn.Module, _LayerSwitch] = {}  # keyed by layer identity
 
-def override_layer(layer: nn.Module, roles: LoRARoles, role: str,
-                   replacement: nn.Module) -> None:
-    """Make ``layer`` run ``replacement`` instead of itself while ``role`` is active.
+    @contextlib.contextmanager
+    def use(self, role: Optional[str]) -> Iterator[None]:
+        """Activate ``role`` (None: frozen base) inside the block, restore after.
 
-    Args:
-        layer: the frozen layer (e.g. ``unet.conv_in``).
-        roles: the shared switch.
-        role: the role that uses the replacement.
-        replacement: the module to run (owned by the caller).
-    """
-    _prepare(layer, roles)
-    layer._icmsr_overrides[role] = replacement
+        Args:
+            role: role name or None.
 
+        Yields:
+            Nothing.
+        """
+        previous, self.active = self.active, role
+        try:
+            yield
+        finally:
+            self.active = previous
 
-def lora_branch_count(model: nn.Module) -> Dict[str, int]:
-    """Count LoRA branches per role in ``model`` (for logs and tests).
+    @contextlib.contextmanager
+    def frozen_base(self) -> Iterator[None]:
+        """Run the frozen weights alone inside the block: no branch, not even ``ALWAYS`` ones.
 
-    Args:
-        model: a model processed by :func:`inject_lora`.
+        Yields:
+            Nothing.
+        """
+        previous, self.base_only = self.base_only, True
+        try:
+            yield
+        finally:
+            self.base_only = previous
 
-    Returns:
-        ``{role: number of layers with a branch}``.
-    """
-    counts: Dict[str, int] = {}
-    for mod in model.modules():
-        for role in getattr(mod, '_icmsr_branches', {}):
-            counts[role] = counts.get(role, 0) + 1
-    return counts
+    def _switch(self, layer: nn.Module) -> _LayerSwitch:
+        """The layer's switch, hooked onto it the first time."""
+        switch = self._switches.get(layer)
+        if switch is None:
+            switch = self._switches[layer] = _LayerSwitch(self)
+            layer.register_forward_hook(switch)
+        return switch
 
+    def attach(self, model: nn.Module, role: str, targets: Targets, rank: int = 4,
+               alpha: Optional[float] = None) -> nn.ModuleDict:
+        """Add LoRA branches for ``role`` to the targeted layers of a frozen model.
+
+        Args:
+            model: frozen model (its weights stay untouched).
+            role: role name, or :data:`ALWAYS` for branches active in every role.
+            targets: see :func:`match_targets`.
+            rank: LoRA rank.
+            alpha: LoRA alpha (default: ``rank``, i.e. scale 1).
+
+        Returns:
+            A ``ModuleDict`` of the new branches (keys: :func:`branch_key` of the module
+            names) for the caller to own and train.
+        """
+        names = match_targets(model, targets)
+        if not names:
+            raise ValueError(f'LoRA targets {targets!r} match no Linear/Conv2d layer.')
+        device = next(model.parameters()).device
+        branches = nn.ModuleDict()
+        for name in names:
+            layer = model.get_submodule(name)
+            switch = self._switch(layer)
+            if role in switch.branches:
+                raise ValueError(f'Layer {name} already has a LoRA branch for role {role!r}.')
+            branch = LoRABranch(layer, rank, rank if alpha is None else alpha).to(device=device)
+            switch.branches[role] = branch
+            branches[branch_key(name)] = branch
+        return branches
+
+    def override(self, layer: nn.Module, role: str,
+                 replacement: Optional[nn.Module]) -> Optional[nn.Module]:
+        """Make ``layer`` run ``replacement`` instead of itself while ``role`` is active.
+
+        Args:
+            layer: the frozen layer (e.g. ``unet.conv_in``).
+            role: the role that uses the replacement.
+            replacement: the module to run (owned by the caller); None removes the override.
+
+        Returns:
+            The override it replaces, or None.
+        """
+        overrides = self._switch(layer).overrides
+        previous = overrides.pop(role, None)
+        if replacement is not None:
+            overrides[role] = replacement
+        return previous
+
+    def fuse(self, model: nn.Module, branches: nn.ModuleDict, role: str) -> int:
+        """Fold ``role``'s branches into the frozen weights of ``model`` and detach them.
+
+        The output is unchanged up to rounding; two extra matmuls/convs per adapted
+        layer disappear. Every role sharing these weights sees the change.
+
+        Args:
+            model: the model :meth:`attach` adapted.
+            branches: what :meth:`attach` returned (or a subset).
+            role: their role.
+
+        Returns:
+            The number of fused layers.
+
+        Raises:
+            RuntimeError: a branch is not attached (fused already).
+        """
+        for key, branch in branches.items():
+            layer = model.get_submodule(module_name(key))
+            switch = self._switches.get(layer)
+            if switch is None or switch.branches.get(role) is not branch:
+                raise RuntimeError(f'LoRA branch {key} is not attached to its layer for role '
+                                   f'{role!r} (already fused?).')
+            with torch.no_grad():
+                layer.weight.add_(branch.delta_weight(layer).to(layer.weight.device,
+                                                                layer.weight.dtype))
+            del switch.branches[role]
+        return len(branches)
+
+    def count(self, model: nn.Module) -> Dict[str, int]:
+        """Count the attached LoRA branches per role in ``model`` (for logs and checks).
+
+        Args:
+            model: a model :meth:`attach` adapted.
+
+        Returns:
+            ``{role: number of layers with a branch}``.
+        """
+        counts: Dict[str, int] = {}
+        for mod in model.modules():
+            switch = self._switches.get(mod)
+            for role in (switch.branches if switch is not None else ()):
+                counts[role] = counts.get(role, 0) + 1
+        return counts

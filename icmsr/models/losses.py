@@ -34,18 +34,17 @@ def backbone_cache_path(net: str) -> str:
 
 @MODELS.register_module()
 class LPIPSLoss(nn.Module):
-    """LPIPS distance (lpips package) that never downloads.
+    """LPIPS distance (``lpips.LPIPS``) that never downloads.
 
-    The calibrated linear heads ship inside the ``lpips`` wheel. The ImageNet
-    backbone comes from ``backbone_weights``: a file path, or ``'auto'`` = the
-    torchvision cache file (see :func:`backbone_cache_path`; copy
-    ``vgg16-397923af.pth`` / ``alexnet-owt-7be5be79.pth`` there). When absent the
-    backbone stays random with a loud warning (tests do this) - or an error with
-    ``require_backbone=True``, which real training configs should set.
+    The calibrated linear heads ship inside the ``lpips`` wheel; torchvision loads
+    the ImageNet backbone from its cache (:func:`backbone_cache_path`; copy
+    ``vgg16-397923af.pth`` / ``alexnet-owt-7be5be79.pth`` there). When that file is
+    absent the backbone stays random with a loud warning (tests do this) - or an
+    error with ``require_backbone=True``, which real training configs should set.
 
     Args:
         net: backbone, ``'vgg'`` (OSEDiff's training loss) or ``'alex'``.
-        backbone_weights: ``'auto'``, a path, or None (random backbone on purpose).
+        backbone_weights: ``'auto'`` (torchvision's cache) or None (random backbone on purpose).
         require_backbone: raise instead of warning when the weights are missing.
     """
 
@@ -54,37 +53,26 @@ class LPIPSLoss(nn.Module):
         super().__init__()
         if net not in _BACKBONES:
             raise ValueError(f'LPIPSLoss net must be one of {sorted(_BACKBONES)}, got {net!r}')
+        if backbone_weights not in ('auto', None):
+            raise ValueError(f"LPIPSLoss backbone_weights must be 'auto' or None, got "
+                             f'{backbone_weights!r}: copy the file to {backbone_cache_path(net)}.')
         import lpips
-        self.net_name = net
-        # pnet_rand=True: build the backbone without torchvision downloading it.
-        with warnings.catch_warnings():
-            # lpips still uses torchvision's deprecated ``pretrained=`` argument.
-            warnings.filterwarnings('ignore', message='.*(pretrained|weight enum).*')
-            self.lpips = lpips.LPIPS(pretrained=True, net=net, pnet_rand=True, verbose=False)
-        self.backbone_loaded = False
-        path = backbone_cache_path(net) if backbone_weights == 'auto' else backbone_weights
-        if path is not None and os.path.isfile(path):
-            self._load_backbone(path)
-            self.backbone_loaded = True
-        elif path is not None or require_backbone:
+        path = backbone_cache_path(net)
+        self.backbone_loaded = backbone_weights == 'auto' and os.path.isfile(path)
+        if not self.backbone_loaded and (backbone_weights or require_backbone):
             msg = (f'LPIPS({net}) backbone weights not found at {path!r}: the backbone is '
                    f'RANDOM and the loss is not the published LPIPS. Put torchvision\'s '
-                   f'ImageNet weights there (file {os.path.basename(backbone_cache_path(net))} '
-                   f'in $TORCH_HOME/hub/checkpoints) or set backbone_weights to the file.')
+                   f'ImageNet weights there ($TORCH_HOME/hub/checkpoints).')
             if require_backbone:
                 raise FileNotFoundError(msg)
             warnings.warn(msg, stacklevel=2)
+        with warnings.catch_warnings():
+            # lpips still uses torchvision's deprecated ``pretrained=`` argument.
+            warnings.filterwarnings('ignore', message='.*(pretrained|weight enum).*')
+            # pnet_rand: a random backbone, so torchvision never tries to download one.
+            self.lpips = lpips.LPIPS(pretrained=True, net=net, pnet_rand=not self.backbone_loaded,
+                                     verbose=False)
         self.lpips.requires_grad_(False).eval()
-
-    def _load_backbone(self, path: str) -> None:
-        import torchvision.models as tvm
-        ctor, _ = _BACKBONES[self.net_name]
-        ref = getattr(tvm, ctor)(weights=None)
-        ref.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
-        # lpips keeps torchvision's layer indices inside its slices.
-        for slice_ in self.lpips.net.children():
-            for idx, layer in slice_.named_children():
-                layer.load_state_dict(ref.features[int(idx)].state_dict())
 
     def train(self, mode: bool = True) -> 'LPIPSLoss':
         """Stay in eval mode (dropout in the heads off), whatever the model's mode."""

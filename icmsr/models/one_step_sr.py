@@ -12,7 +12,7 @@ config builds only this class.
 """
 import contextlib
 import inspect
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -315,16 +315,6 @@ class OneStepSR(BaseModel):
             if gt is not None:
                 sample.gt_img = gt[i].float().cpu()
         return samples
-
-    def val_step(self, data: Union[dict, tuple, list]) -> List[SRDataSample]:
-        """Predict a validation batch; samples get ``pred_img`` (and ``gt_img``)."""
-        data = self.data_preprocessor(data, False)
-        return self._predict(data['inputs'], data['data_samples'])
-
-    def test_step(self, data: Union[dict, tuple, list]) -> List[SRDataSample]:
-        """Predict a test batch; samples get ``pred_img`` (and ``gt_img``)."""
-        data = self.data_preprocessor(data, False)
-        return self._predict(data['inputs'], data['data_samples'])
 
     def forward(self, inputs: Dict[str, Any], data_samples: Optional[List[Any]] = None,
                 mode: str = 'tensor') -> Any:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from icmsr.registry import MODELS, build_or_use
 from .diffusion import (AUX_ROLE, TEACHER_ROLE, add_noise, cfg_combine, sample_noise,
                         sample_timesteps, seeded_rng, x0_from_eps)
-from .lora import LoRARoles
+from .lora import LoRARoles, own_or_share
 
 Features = Optional[List[torch.Tensor]]
 
@@ -52,7 +52,7 @@ class VSDRegularizer(nn.Module):
             MMEngine seeds per rank).
     """
 
-    def __init__(self, teacher_unet: Any, scheduler: Any, roles: Optional[LoRARoles] = None,
+    def __init__(self, teacher_unet: Any, scheduler: Any, roles: LoRARoles,
                  fake_unet: Any = None, cfg_scale: float = 7.5,
                  t_range: Tuple[int, int] = (20, 980), fake_uses_adapter: bool = True,
                  grad_form: str = 'x0', eps_weighting: str = 'uniform',
@@ -62,14 +62,10 @@ class VSDRegularizer(nn.Module):
             raise ValueError(f"VSDRegularizer grad_form must be 'x0' or 'eps', got {grad_form!r}")
         if eps_weighting not in ('uniform', 'sigma2'):
             raise ValueError(f"eps_weighting must be 'uniform' or 'sigma2', got {eps_weighting!r}")
-        if isinstance(teacher_unet, dict):
-            self.teacher_unet = build_or_use(teacher_unet)
-        else:
-            object.__setattr__(self, 'teacher_unet', teacher_unet)  # shared: owned elsewhere
-        object.__setattr__(self, 'fake_unet',
-                           self.teacher_unet if fake_unet is None else fake_unet)
+        own_or_share(self, 'teacher_unet', teacher_unet)
+        own_or_share(self, 'fake_unet', self.teacher_unet if fake_unet is None else fake_unet)
         self.scheduler = build_or_use(scheduler)
-        self.roles = roles if roles is not None else LoRARoles()
+        self.roles = roles
         self.cfg_scale = float(cfg_scale)
         self.t_range = (int(t_range[0]), int(t_range[1]))
         self.fake_uses_adapter = fake_uses_adapter

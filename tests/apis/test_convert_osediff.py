@@ -61,7 +61,8 @@ def sd21_folder(tmp_path_factory):
     parts = dict(unet=dict(type='SDUNet', from_config=TINY_SD21_UNET),
                  vae=dict(type='SDVAE', from_config=arch_entry('tiny_vae')),
                  text_encoder=dict(type='SDTextEncoder', from_config=TINY_SD21_TEXT),
-                 tokenizer=dict(type='SDTokenizer', from_config=dict(kind='tiny')),
+                 tokenizer=dict(type='SDTokenizer',
+                                from_pretrained=os.path.join(ROOT, 'configs', 'tiny_base')),
                  scheduler=dict(type='SDScheduler', from_config=arch_entry('sd14_scheduler')))
     for key, cfg in parts.items():
         MODELS.build(cfg).save_pretrained(str(root / key))

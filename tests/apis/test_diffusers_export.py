@@ -39,13 +39,13 @@ def sd_base(tiny_sd_folder, tmp_path_factory):
 
 def _ours_unet(model, x, t, e, with_conv_in):
     gen = model.generator
-    override = None if with_conv_in else gen.unet.conv_in._icmsr_overrides.pop('generator')
+    override = None if with_conv_in else gen.roles.override(gen.unet.conv_in, 'generator', None)
     try:
         with torch.no_grad(), gen.roles.use('generator'):
             return gen.unet(x, t, encoder_hidden_states=e).sample
     finally:
         if override is not None:
-            gen.unet.conv_in._icmsr_overrides['generator'] = override
+            gen.roles.override(gen.unet.conv_in, 'generator', override)
 
 
 def test_load_lora_weights_activates_the_unet_lora(trained, export_dir, sd_base):

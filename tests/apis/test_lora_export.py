@@ -77,7 +77,7 @@ def test_plain_diffusers_loads_the_unet_lora(trained, export_dir, tiny_sd_folder
     assert unet.peft_config['icmsr'].lora_alpha == 8
     gen = trained.generator
     # Compare the UNet alone (without our conv_in copy, which the LoRA file does not carry).
-    override = gen.unet.conv_in._icmsr_overrides.pop('generator')
+    override = gen.roles.override(gen.unet.conv_in, 'generator', None)
     try:
         x, t = torch.randn(1, 4, 8, 8), torch.tensor([999])
         e = trained.encode_prompts(['a house'])
@@ -85,7 +85,7 @@ def test_plain_diffusers_loads_the_unet_lora(trained, export_dir, tiny_sd_folder
             ours = gen.unet(x, t, encoder_hidden_states=e).sample
         theirs = unet(x, t, encoder_hidden_states=e).sample
     finally:
-        gen.unet.conv_in._icmsr_overrides['generator'] = override
+        gen.roles.override(gen.unet.conv_in, 'generator', override)
     assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
 
 

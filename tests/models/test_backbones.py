@@ -2,10 +2,13 @@
 import pytest
 import torch
 
-from tiny_config import arch_entry as arch
+from tiny_config import arch_entry as arch, tiny_model_cfg
 from icmsr.models.backbones import (PretrainedWeightsError,
                                     build_scheduler, build_t2i_adapter, build_text_encoder,
                                     build_tokenizer, build_unet, build_vae)
+
+
+TINY_TOKENIZER = tiny_model_cfg(None)['tokenizer']
 
 
 def _count(build, cfg):
@@ -39,17 +42,17 @@ def test_scheduler_is_sd_schedule_without_clipping():
     assert torch.allclose(sched.alphas_cumprod, expect, rtol=1e-5)
 
 
-@pytest.mark.parametrize('kind', ['tiny', 'clip_bpe'])
-def test_offline_tokenizers(kind):
-    tok = build_tokenizer(from_config=dict(kind=kind))
+def test_tiny_config_loads_the_shipped_byte_level_tokenizer():
+    tok = build_tokenizer(**{k: v for k, v in TINY_TOKENIZER.items() if k != 'type'})
     ids = tok(['a photo of a cat'], padding='max_length', max_length=77,
               return_tensors='pt').input_ids
-    assert ids.shape == (1, 77)
-    assert ids[0, 0] == tok.bos_token_id and tok.eos_token_id in ids[0].tolist()
-    if kind == 'clip_bpe':
-        # The real CLIP vocabulary: 49408 tokens, 'photo</w>' is one token.
-        assert len(tok) == 49408
-        assert ids[0].tolist()[:7] == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert ids.shape == (1, 77) and len(tok) == 514
+    # One token per byte, printable bytes from '!' (id 0) on, word ends 256 higher.
+    byte = [ord(c) - ord('!') for c in 'aphoto']
+    assert ids[0].tolist()[:7] == [tok.bos_token_id, byte[0] + 256, *byte[1:5], byte[5] + 256]
+    assert tok.eos_token_id in ids[0].tolist()
+    with pytest.raises(ValueError, match='from_pretrained'):
+        build_tokenizer(from_config=dict(kind='tiny'))
 
 
 def test_save_pretrained_folders_load_back_through_users_path(tmp_path):
@@ -58,7 +61,7 @@ def test_save_pretrained_folders_load_back_through_users_path(tmp_path):
     unet = build_unet(from_config=arch('tiny_unet'))
     vae = build_vae(from_config=arch('tiny_vae'))
     text = build_text_encoder(from_config=arch('tiny_text_encoder'))
-    tok = build_tokenizer(from_config=dict(kind='tiny'))
+    tok = build_tokenizer(**{k: v for k, v in TINY_TOKENIZER.items() if k != 'type'})
     sched = build_scheduler(from_config=arch('sd14_scheduler'))
     unet.save_pretrained(root / 'unet')
     vae.save_pretrained(root / 'vae')

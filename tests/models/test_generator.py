@@ -1,11 +1,12 @@
 """OneStepGenerator and the role-switched LoRA it relies on."""
+import pytest
 import torch
 
 from tiny_config import arch_entry as arch
 from icmsr.models.backbones import build_scheduler, build_unet
 from icmsr.models.diffusion import GENERATOR_ROLE, add_noise, x0_from_eps
-from icmsr.models.generator import OneStepGenerator
-from icmsr.models.lora import LoRARoles, inject_lora, match_targets
+from icmsr.models.generator import OneStepGenerator, fuse_generator_lora
+from icmsr.models.lora import ALWAYS, LoRARoles, match_targets
 
 from model_testlib import randomize_lora
 
@@ -15,7 +16,7 @@ def _generator(**kwargs):
     return OneStepGenerator(vae=dict(type='SDVAE', from_config=arch('tiny_vae')),
                             unet=dict(type='SDUNet', from_config=arch('tiny_unet')),
                             scheduler=dict(type='SDScheduler', from_config=arch('sd14_scheduler')),
-                            **kwargs)
+                            roles=LoRARoles(), **kwargs)
 
 
 def test_x0_formula_inverts_add_noise_at_999():
@@ -90,7 +91,7 @@ def test_fresh_lora_leaves_outputs_unchanged_and_roles_switch():
     with torch.no_grad():
         base = unet(x, t, encoder_hidden_states=c).sample
     roles = LoRARoles()
-    branches = inject_lora(unet, roles, 'a', ['to_q', 'conv1'], rank=4)
+    branches = roles.attach(unet, 'a', ['to_q', 'conv1'], rank=4)
     with torch.no_grad(), roles.use('a'):
         assert torch.equal(unet(x, t, encoder_hidden_states=c).sample, base)
     randomize_lora(branches)
@@ -107,7 +108,7 @@ def test_fresh_lora_leaves_outputs_unchanged_and_roles_switch():
 
 def test_switching_roles_between_forward_and_backward_keeps_generator_grads():
     gen = _generator(train_conv_in=True)
-    aux = inject_lora(gen.unet, gen.roles, 'aux', ['to_q', 'to_k'], rank=4)
+    aux = gen.roles.attach(gen.unet, 'aux', ['to_q', 'to_k'], rank=4)
     lq = torch.rand(1, 3, 64, 64) * 2 - 1
     embeds = torch.randn(1, 77, 32)
     img, z0 = gen(lq, embeds)
@@ -166,3 +167,20 @@ def test_frozen_base_switches_every_branch_off():
             frozen = gen.encode(x)
         assert torch.equal(frozen, plain.encode(x))
         assert not torch.allclose(gen.encode(x), frozen)  # the VAE LoRA acts outside the block
+
+
+def test_roles_count_and_fusing_refuses_a_unet_shared_with_other_roles():
+    gen = _generator(train_conv_in=True)
+    assert gen.roles.count(gen.unet) == {GENERATOR_ROLE: len(gen.unet_lora)}
+    assert gen.roles.count(gen.vae) == {ALWAYS: len(gen.vae_lora)}
+    gen.roles.attach(gen.unet, 'aux', ['to_q'])
+    before = gen.unet.conv_in.weight.clone()
+    with pytest.raises(RuntimeError, match=r"roles \['aux'\]"):
+        fuse_generator_lora(gen)
+    assert torch.equal(gen.unet.conv_in.weight, before) and not gen.lora_fused
+    # Fusing detaches the branches and the conv_in override, so nothing is counted twice.
+    owned = _generator(train_conv_in=True)
+    counts = fuse_generator_lora(owned)
+    assert counts == dict(unet=len(owned.unet_lora), vae=len(owned.vae_lora), conv_in=1)
+    assert owned.roles.count(owned.unet) == {} and owned.roles.count(owned.vae) == {}
+    assert owned.roles.override(owned.unet.conv_in, GENERATOR_ROLE, None) is None

@@ -79,6 +79,8 @@ def test_lpips_reads_backbone_from_torchvision_cache(tmp_path, monkeypatch):
     assert d.shape == (2, ) and torch.all(d > 0)
     assert torch.allclose(loss(x, x), torch.zeros(2), atol=1e-6)
     assert not any(p.requires_grad for p in loss.parameters())
+    with pytest.raises(ValueError, match='backbone_weights'):
+        LPIPSLoss(net='squeeze', backbone_weights=str(path))
 
 
 class _MeanTagger(PromptExtractor):

@@ -102,8 +102,6 @@ def time_components(x: torch.Tensor, args: argparse.Namespace) -> None:
     from basicsr.utils import DiffJPEG, USMSharp
     from basicsr.utils.img_process_util import filter2D
 
-    from icmsr.degradations import usm_sharpen
-    from icmsr.degradations.fft_filter import filter2d_fft
 
     kernels = torch.rand(x.shape[0], 21, 21, device=x.device)
     kernels /= kernels.sum(dim=(1, 2), keepdim=True)
@@ -111,11 +109,9 @@ def time_components(x: torch.Tensor, args: argparse.Namespace) -> None:
     quality = torch.full((x.shape[0],), 60.0, device=x.device)
     blocks = {
         'filter2D 21x21 (conv)': lambda _: filter2D(x, kernels),
-        'filter2D 21x21 (fft)': lambda _: filter2d_fft(x, kernels),
         'DiffJPEG': lambda _: jpeger(x, quality=quality.clone()),
         'gaussian noise': lambda _: random_add_gaussian_noise_pt(x, (1, 30), 0.4, True, False),
         'poisson noise': lambda _: random_add_poisson_noise_pt(x, (0.05, 3), 0.4, True, False),
-        'USM (ours, fft)': lambda _: usm_sharpen(x),
         'USM (basicsr)': lambda _: USMSharp().to(x.device)(x),
     }
     print(f'components at {tuple(x.shape)} (median of {max(3, args.runs // 4)}):')

@@ -1,6 +1,6 @@
 # Training images of the paper (Sec. 5.1): DIV2K train (800) + LSDIR train (~85K) HQ
 # images, random 512x512 crops and horizontal flips. LQ inputs are synthesised on the
-# fly by the model's data preprocessor (Real-ESRGAN degradation), so only HQ is read.
+# fly by the model's training step (model.degradation, Real-ESRGAN), so only HQ is read.
 #
 # Paths: `<data_root>/DIV2K/DIV2K_train_HR/*.png` and `<data_root>/LSDIR/HR/train/**`
 # (scanned recursively). Set the root without editing configs:
