@@ -24,6 +24,7 @@ import io
 import os
 import pickle
 import sys
+import warnings
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -67,7 +68,10 @@ def ram_package_dirs() -> List[str]:
     Returns:
         The package's folders (empty when there is no ``ram`` on the path).
     """
-    spec = importlib.util.find_spec('ram') if 'ram' not in sys.modules else sys.modules['ram'].__spec__
+    if 'ram' in sys.modules:  # imported already (or blocked with None)
+        spec = getattr(sys.modules['ram'], '__spec__', None)
+    else:
+        spec = importlib.util.find_spec('ram')
     if spec is None:
         return []
     return list(spec.submodule_search_locations or [])
@@ -162,7 +166,9 @@ class RAMTagger(PromptExtractor):
         where = ', '.join(ram_package_dirs()) or 'nowhere'
         compat.provide_ram_transformers_names()
         try:
-            module = importlib.import_module(spec['module'])
+            with warnings.catch_warnings():  # ram imports timm's old module names
+                warnings.filterwarnings('ignore', category=FutureWarning, module='timm')
+                module = importlib.import_module(spec['module'])
         except ModuleNotFoundError as err:
             missing = (err.name or '').split('.')[0]
             if missing in PROMPT_DEPENDENCIES:
