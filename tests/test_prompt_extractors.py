@@ -315,7 +315,9 @@ def test_ram_import_errors_say_what_failed(standin_ram, weights, tmp_path, monke
     with pytest.raises(ImportError) as info:
         RAMTagger('ram', weights=weights)(_batch()[:1])
     message = str(info.value)
-    assert 'does not import with transformers' in message and 'removed_in_this_version' in message
+    assert 'is installed but does not import' in message and 'removed_in_this_version' in message
+    import transformers
+    assert f'transformers {transformers.__version__}' in message
     assert 'not installed' not in message and 'PyPI' not in message
 
 

@@ -77,6 +77,18 @@ def ram_package_dirs() -> List[str]:
     return list(spec.submodule_search_locations or [])
 
 
+def _versions() -> str:
+    """Installed versions of the packages the ``ram`` code imports, for error messages."""
+    from importlib.metadata import PackageNotFoundError, version
+    found = []
+    for name in ('transformers', 'timm', 'fairscale', 'loralib'):
+        try:
+            found.append(f'{name} {version(name)}')
+        except PackageNotFoundError:
+            found.append(f'no {name}')
+    return ', '.join(found)
+
+
 @MODELS.register_module()
 class RAMTagger(PromptExtractor):
     """Image tags ("cat, grass, sky") from RAM, RAM++ or DAPE, one string per image.
@@ -178,11 +190,10 @@ class RAMTagger(PromptExtractor):
             raise ImportError(f'RAMTagger({self.variant!r}): importing {spec["module"]!r} from '
                               f'{where} failed: {err}. Install: {spec["install"]}.') from err
         except ImportError as err:
-            import transformers
             raise ImportError(
-                f'RAMTagger({self.variant!r}): the installed \'ram\' package at {where} does not '
-                f'import with transformers {transformers.__version__}: {err}. icmsr.compat adapts '
-                'the Recognize Anything code of xinyu1205/recognize-anything and of OSEDiff; '
+                f"RAMTagger({self.variant!r}): the 'ram' package at {where} is installed but does "
+                f'not import: {err} (here: {_versions()}). icmsr.compat adapts the Recognize '
+                'Anything code of xinyu1205/recognize-anything and of OSEDiff to these versions; '
                 'this copy needs something else.') from err
         for name in ('ram.models.bert', 'ram.models.bert_lora'):
             if name in sys.modules:
