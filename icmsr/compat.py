@@ -1,6 +1,6 @@
-"""Compatibility shims applied once, on ``import icmsr``.
+"""Compatibility shims of the pinned stack, deliberately narrow.
 
-Two problems of the pinned stack are fixed here, deliberately and narrowly:
+Two are applied once, on ``import icmsr``:
 
 1. **basicsr 1.4.2 under torchvision >= 0.17.** basicsr imports
    ``torchvision.transforms.functional_tensor``, a module removed from
@@ -42,7 +42,12 @@ Two more are applied only when a Recognize Anything tagger is built
    :func:`provide_ram_transformers_names` adds the missing names back to
    ``transformers.modeling_utils`` - transformers' own functions where they
    exist, ours for ``find_pruneable_heads_and_indices`` (head pruning, which
-   tagging never calls) - and touches nothing that is present.
+   tagging never calls) - and touches nothing that is present. Its BERT classes
+   also subclass ``PreTrainedModel`` as transformers 4 had it (``init_weights()``
+   in ``__init__`` without ``post_init()``; ``get_head_mask`` and
+   ``invert_attention_mask`` in forward, both removed in 5.0.0):
+   :func:`adapt_ram_bert_module` gives ``ram``'s own ``BertPreTrainedModel`` what
+   it lacks, leaving transformers' classes alone.
 
 4. **The BERT tokenizer of OSEDiff's copy of ``ram``.** Its
    ``ram/models/utils.py:init_tokenizer()`` takes no argument and loads
@@ -401,7 +406,7 @@ def ram_tokenizer_from(name: str) -> Iterator[None]:
 
 
 def apply() -> None:
-    """Apply every shim once; later calls do nothing."""
+    """Apply the import-time shims (1, 2) once; later calls do nothing."""
     global _APPLIED
     if _APPLIED:
         return
