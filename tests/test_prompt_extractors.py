@@ -51,6 +51,13 @@ class StandInRAM(nn.Module):
                 t.append('red')
             tags.append(self.joiner.join(t))
         return tags, ['-'] * len(tags)
+
+
+def load_pretrained(model, path):
+    # As the real loaders: torch.load(path, map_location='cpu')['model'], strict=False.
+    checkpoint = torch.load(path, map_location='cpu')
+    model.load_state_dict(checkpoint['model'], strict=False)
+    return model
 '''
 
 
@@ -88,20 +95,20 @@ def _write_standin(root, with_lora=False):
             return tokenizer
     '''))
     (pkg / 'models' / '__init__.py').write_text(textwrap.dedent('''
-        from .standin import CALLS, StandInRAM
+        from .standin import CALLS, StandInRAM, load_pretrained
         def ram(pretrained='', **kwargs):
             CALLS.append(('ram', pretrained, kwargs))
-            return StandInRAM(' | ', **kwargs)
+            return load_pretrained(StandInRAM(' | ', **kwargs), pretrained)
         def ram_plus(pretrained='', **kwargs):
             CALLS.append(('ram_plus', pretrained, kwargs))
-            return StandInRAM(' | ', **kwargs)
+            return load_pretrained(StandInRAM(' | ', **kwargs), pretrained)
     '''))
     if with_lora:
         (pkg / 'models' / 'ram_lora.py').write_text(textwrap.dedent('''
-            from .standin import CALLS, StandInRAM
+            from .standin import CALLS, StandInRAM, load_pretrained
             def ram(pretrained='', pretrained_condition='', **kwargs):
                 CALLS.append(('ram_lora', pretrained, dict(kwargs, condition=pretrained_condition)))
-                return StandInRAM(', ', **kwargs)
+                return load_pretrained(StandInRAM(', ', **kwargs), pretrained)
         '''))
 
 
@@ -130,7 +137,7 @@ def standin_ram(tmp_path, monkeypatch, bert_folder):
 @pytest.fixture
 def weights(tmp_path):
     path = tmp_path / 'ram_swin_large_14m.pth'
-    path.write_bytes(b'stand-in')
+    torch.save({'model': {'weight': torch.zeros(1)}}, path)  # RAM's layout
     return str(path)
 
 
@@ -262,6 +269,14 @@ def test_dape_weights_load_on_the_cpu_and_by_the_trust_rules(standin_ram, weight
                         trust_checkpoint=True)
     trusted(_batch()[:1])
     assert trusted.model.weight.item() == 5.0
+    # RAM's {'model': state_dict} loads under weights_only; anything else in it is refused.
+    ram_foreign = tmp_path / 'ram_foreign.pth'
+    torch.save({'model': {'weight': torch.tensor([7.0])}, 'args': Payload()}, ram_foreign)
+    with pytest.raises(Exception, match=r'Refusing to unpickle .*ram_foreign\.pth.*trust_checkpoint'):
+        RAMTagger('ram', weights=str(ram_foreign))(_batch()[:1])
+    trusted = RAMTagger('ram', weights=str(ram_foreign), trust_checkpoint=True)
+    trusted(_batch()[:1])
+    assert trusted.model.weight.item() == 7.0
     unrelated = _dape_file(tmp_path / 'other.pth', unet=torch.zeros(1))
     with pytest.raises(ValueError, match=r'other\.pth.*no parameter of the DAPE model'):
         RAMTagger('dape', weights=weights, condition_weights=unrelated)(_batch()[:1])
