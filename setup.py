@@ -43,6 +43,7 @@ setup(
         'tests': read_requirements('tests'),
         'metrics': read_requirements('metrics'),
         'webui': read_requirements('webui'),
+        'prompts': read_requirements('prompts'),
         'all': read_requirements('tests') + read_requirements('metrics'),
     },
 )

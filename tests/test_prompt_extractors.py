@@ -25,6 +25,7 @@ import icmsr  # noqa: F401
 from icmsr.models.prompt_extractors import (HFCaptioner, PromptExtractor, RAMTagger,
                                             build_prompt_extractor, registered_extractors)
 from icmsr.registry import MODELS
+from bert_tokenizer import save_bert_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,6 +37,8 @@ class StandInRAM(nn.Module):
     """Tags from image statistics: 'bright'/'dark' by mean, 'red' when R > B."""
     def __init__(self, joiner, **kwargs):
         super().__init__()
+        from .utils import init_tokenizer
+        self.tokenizer = init_tokenizer()  # as both real copies do in their constructors
         self.joiner, self.kwargs, self.inputs = joiner, kwargs, []
         self.weight = nn.Parameter(torch.zeros(1))
 
@@ -48,6 +51,13 @@ class StandInRAM(nn.Module):
                 t.append('red')
             tags.append(self.joiner.join(t))
         return tags, ['-'] * len(tags)
+
+
+def load_pretrained(model, path):
+    # As the real loaders: torch.load(path, map_location='cpu')['model'], strict=False.
+    checkpoint = torch.load(path, map_location='cpu')
+    model.load_state_dict(checkpoint['model'], strict=False)
+    return model
 '''
 
 
@@ -73,28 +83,48 @@ def _write_standin(root, with_lora=False):
                                                   std=[0.229, 0.224, 0.225])])
     '''))
     (pkg / 'models' / 'standin.py').write_text(STANDIN_MODEL)
+    # OSEDiff's ram/models/utils.py: a tokenizer path that exists only on its authors' machine.
+    (pkg / 'models' / 'utils.py').write_text(textwrap.dedent('''
+        from transformers import BertTokenizer
+        def init_tokenizer():
+            tokenizer = BertTokenizer.from_pretrained(
+                '/home/notebook/data/group/LowLevelLLM/LLM/bert-base-uncased', local_files_only=True)
+            tokenizer.add_special_tokens({'bos_token': '[DEC]'})
+            tokenizer.add_special_tokens({'additional_special_tokens': ['[ENC]']})
+            tokenizer.enc_token_id = tokenizer.additional_special_tokens_ids[0]
+            return tokenizer
+    '''))
     (pkg / 'models' / '__init__.py').write_text(textwrap.dedent('''
-        from .standin import CALLS, StandInRAM
+        from .standin import CALLS, StandInRAM, load_pretrained
         def ram(pretrained='', **kwargs):
             CALLS.append(('ram', pretrained, kwargs))
-            return StandInRAM(' | ', **kwargs)
+            return load_pretrained(StandInRAM(' | ', **kwargs), pretrained)
         def ram_plus(pretrained='', **kwargs):
             CALLS.append(('ram_plus', pretrained, kwargs))
-            return StandInRAM(' | ', **kwargs)
+            return load_pretrained(StandInRAM(' | ', **kwargs), pretrained)
     '''))
     if with_lora:
         (pkg / 'models' / 'ram_lora.py').write_text(textwrap.dedent('''
-            from .standin import CALLS, StandInRAM
+            from .standin import CALLS, StandInRAM, load_pretrained
             def ram(pretrained='', pretrained_condition='', **kwargs):
                 CALLS.append(('ram_lora', pretrained, dict(kwargs, condition=pretrained_condition)))
-                return StandInRAM(', ', **kwargs)
+                return load_pretrained(StandInRAM(', ', **kwargs), pretrained)
         '''))
 
 
+@pytest.fixture(scope='module')
+def bert_folder(tmp_path_factory):
+    return save_bert_tokenizer(str(tmp_path_factory.mktemp('bert')), vocab_size=200)
+
+
 @pytest.fixture
-def standin_ram(tmp_path, monkeypatch):
-    """Put the stand-in ``ram`` package on sys.path (and drop it afterwards)."""
+def standin_ram(tmp_path, monkeypatch, bert_folder):
+    """Put the stand-in ``ram`` package on sys.path (and drop it afterwards); $ICMSR_BERT set."""
+    monkeypatch.setenv('ICMSR_BERT', bert_folder)
+
     def install(with_lora=False):
+        for name in [m for m in sys.modules if m == 'ram' or m.startswith('ram.')]:
+            monkeypatch.delitem(sys.modules, name)  # a real ram imported before comes back after
         _write_standin(tmp_path / 'site', with_lora)
         monkeypatch.syspath_prepend(str(tmp_path / 'site'))
         importlib.invalidate_caches()
@@ -107,7 +137,7 @@ def standin_ram(tmp_path, monkeypatch):
 @pytest.fixture
 def weights(tmp_path):
     path = tmp_path / 'ram_swin_large_14m.pth'
-    path.write_bytes(b'stand-in')
+    torch.save({'model': {'weight': torch.zeros(1)}}, path)  # RAM's layout
     return str(path)
 
 
@@ -162,20 +192,94 @@ def _pil(x):
     assert tags.replace(' | ', ', ') == prompts[0]
 
 
+def _dape_file(path, **tensors):
+    """A DAPE.pth in SeeSR's layout: a flat state dict."""
+    torch.save({k: v for k, v in tensors.items()}, path)
+    return str(path)
+
+
 def test_ram_plus_and_dape_variants_and_weights_from_env(standin_ram, weights, tmp_path,
                                                          monkeypatch):
     ram = standin_ram(with_lora=True)
     monkeypatch.setenv('ICMSR_RAM_PLUS', weights)
     assert RAMTagger('ram_plus')(_batch()[:1]) == ['bright, red']
-    dape = tmp_path / 'DAPE.pth'
-    dape.write_bytes(b'stand-in')
+    dape = _dape_file(tmp_path / 'DAPE.pth', weight=torch.tensor([3.0]))
     monkeypatch.setenv('ICMSR_RAM', weights)
-    monkeypatch.setenv('ICMSR_DAPE', str(dape))
+    monkeypatch.setenv('ICMSR_DAPE', dape)
     tagger = build_prompt_extractor('dape')
     assert tagger(_batch()) == ['bright, red', 'dark', 'bright']
+    # DAPE's weights are loaded by the tagger (pretrained_condition is not handed to ram,
+    # whose torch.load has no map_location).
     assert ram.models.CALLS[-1] == ('ram_lora', weights,
-                                    dict(image_size=384, vit='swin_l', condition=str(dape)))
+                                    dict(image_size=384, vit='swin_l', condition=''))
+    assert tagger.model.weight.item() == 3.0
     assert [c[0] for c in ram.models.CALLS] == ['ram_plus', 'ram_lora']
+
+
+def test_both_variants_load_the_tokenizer_the_user_names(standin_ram, weights, bert_folder,
+                                                         tmp_path, monkeypatch):
+    standin_ram(with_lora=True)
+    dape = _dape_file(tmp_path / 'DAPE.pth', weight=torch.tensor([1.0]))
+    # The stand-in's init_tokenizer asks for OSEDiff's hard-coded path; $ICMSR_BERT is used.
+    for tagger in (RAMTagger('ram', weights=weights),
+                   RAMTagger('dape', weights=weights, condition_weights=dape)):
+        tagger(_batch()[:1])
+        tok = tagger.model.tokenizer
+        assert tok.name_or_path == bert_folder
+        # What init_tokenizer adds on top, under this transformers too.
+        assert len(tok) == 202 and tok.enc_token_id == tok.convert_tokens_to_ids('[ENC]')
+    other = save_bert_tokenizer(str(tmp_path / 'other_bert'), vocab_size=150)
+    tagger = MODELS.build(dict(type='RAMTagger', weights=weights, tokenizer=other))
+    tagger(_batch()[:1])
+    assert tagger.model.tokenizer.name_or_path == other and len(tagger.model.tokenizer) == 152
+    import ram.models.utils
+    from transformers import BertTokenizer
+    assert ram.models.utils.BertTokenizer is BertTokenizer  # restored after the build
+    monkeypatch.delenv('ICMSR_BERT')
+    assert RAMTagger('ram', weights=weights).tokenizer == 'bert-base-uncased'
+    with pytest.raises(FileNotFoundError, match=r"'/no/bert'.*ICMSR_BERT"):
+        RAMTagger('ram', weights=weights, tokenizer='/no/bert')
+
+
+def test_dape_weights_load_on_the_cpu_and_by_the_trust_rules(standin_ram, weights, tmp_path,
+                                                             monkeypatch):
+    # A DAPE.pth saved from CUDA: its storages are tagged 'cuda:0' (written here by
+    # tagging the location torch records, as saving on a GPU does).
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.serialization, 'location_tag', lambda storage: 'cuda:0')
+        dape = _dape_file(tmp_path / 'DAPE_cuda.pth', weight=torch.tensor([2.0]))
+    standin_ram(with_lora=True)
+    if not torch.cuda.is_available():  # what ram_lora's torch.load(pretrained_condition) meets
+        with pytest.raises(RuntimeError, match='CUDA'):
+            torch.load(dape)
+    tagger = RAMTagger('dape', weights=weights, condition_weights=dape)
+    tagger(_batch()[:1])
+    assert tagger.model.weight.item() == 2.0
+
+    class Payload:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    foreign = tmp_path / 'DAPE_foreign.pth'
+    torch.save({'weight': torch.tensor([5.0]), 'extra': Payload()}, foreign)
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')  # ignored: only the key trusts
+    with pytest.raises(Exception, match=r'Refusing to unpickle .*DAPE_foreign\.pth.*trust_checkpoint'):
+        RAMTagger('dape', weights=weights, condition_weights=str(foreign))(_batch()[:1])
+    trusted = RAMTagger('dape', weights=weights, condition_weights=str(foreign),
+                        trust_checkpoint=True)
+    trusted(_batch()[:1])
+    assert trusted.model.weight.item() == 5.0
+    # RAM's {'model': state_dict} loads under weights_only; anything else in it is refused.
+    ram_foreign = tmp_path / 'ram_foreign.pth'
+    torch.save({'model': {'weight': torch.tensor([7.0])}, 'args': Payload()}, ram_foreign)
+    with pytest.raises(Exception, match=r'Refusing to unpickle .*ram_foreign\.pth.*trust_checkpoint'):
+        RAMTagger('ram', weights=str(ram_foreign))(_batch()[:1])
+    trusted = RAMTagger('ram', weights=str(ram_foreign), trust_checkpoint=True)
+    trusted(_batch()[:1])
+    assert trusted.model.weight.item() == 7.0
+    unrelated = _dape_file(tmp_path / 'other.pth', unet=torch.zeros(1))
+    with pytest.raises(ValueError, match=r'other\.pth.*no parameter of the DAPE model'):
+        RAMTagger('dape', weights=weights, condition_weights=unrelated)(_batch()[:1])
 
 
 def test_ram_tagger_errors_name_the_env_var_download_and_install(standin_ram, weights,
@@ -189,16 +293,47 @@ def test_ram_tagger_errors_name_the_env_var_download_and_install(standin_ram, we
     with pytest.raises(FileNotFoundError, match='ICMSR_DAPE'):
         RAMTagger('dape', weights=weights)
     # Weights present, package absent: how to install it (it is not on PyPI).
-    assert importlib.util.find_spec('ram') is None
-    with pytest.raises(ImportError, match=r'pip install git\+https://github\.com/xinyu1205/'):
+    monkeypatch.setitem(sys.modules, 'ram', None)  # hides a ram on PYTHONPATH too
+    with pytest.raises(ImportError, match=r'not installed.*pip install --no-deps git\+https://'
+                                          r'github\.com/xinyu1205/.*\[prompts\]'):
         RAMTagger('ram', weights=weights)
+    # Upstream ram without OSEDiff's ram_lora: DAPE fails when built, before any training.
     standin_ram(with_lora=False)
     monkeypatch.setenv('ICMSR_DAPE', weights)
-    tagger = RAMTagger('dape', weights=weights)
-    with pytest.raises(ImportError, match=r'ram\.models\.ram_lora.*OSEDiff'):
-        tagger(_batch())
+    with pytest.raises(ImportError, match=r"'ram\.models\.ram_lora'.*has no .*ram_lora\.py.*OSEDiff"):
+        RAMTagger('dape', weights=weights)
+    assert 'ram.models' not in sys.modules  # found without importing
     with pytest.raises(ValueError, match=r'\(B, 3, H, W\)'):
         RAMTagger('ram', weights=weights)(torch.rand(3, 8, 8))
+
+
+def test_ram_import_errors_say_what_failed(standin_ram, weights, tmp_path, monkeypatch):
+    ram = standin_ram(with_lora=True)
+    lora = os.path.join(os.path.dirname(ram.__file__), 'models', 'ram_lora.py')
+    with open(lora) as f:
+        source = f.read()
+    # OSEDiff's ram_lora imports loralib; the package declares none of its dependencies.
+    with open(lora, 'w') as f:
+        f.write('import loralib\n' + source)
+    monkeypatch.setitem(sys.modules, 'loralib', None)
+    tagger = RAMTagger('dape', weights=weights, condition_weights=weights)
+    with pytest.raises(ImportError, match=r"imports 'loralib', which is not installed.*"
+                                          r"pip install -e '\.\[prompts\]'"):
+        tagger(_batch()[:1])
+    # Installed, but failing under this transformers: say so, not "install it".
+    init = os.path.join(os.path.dirname(ram.__file__), 'models', '__init__.py')
+    with open(init, 'a') as f:
+        f.write('from transformers.modeling_utils import removed_in_this_version\n')
+    for name in [m for m in sys.modules if m.startswith('ram.')]:
+        del sys.modules[name]
+    importlib.invalidate_caches()
+    with pytest.raises(ImportError) as info:
+        RAMTagger('ram', weights=weights)(_batch()[:1])
+    message = str(info.value)
+    assert 'is installed but does not import' in message and 'removed_in_this_version' in message
+    import transformers
+    assert f'transformers {transformers.__version__}' in message
+    assert 'not installed' not in message and 'PyPI' not in message
 
 
 @pytest.fixture(scope='module')
