@@ -67,6 +67,8 @@ import re
 import sys
 from typing import Any, Iterator, List, Optional, Set, Tuple
 
+from icmsr.utils.environ import temporary_environ
+
 _APPLIED = False
 
 
@@ -140,25 +142,6 @@ _ANSI = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
 
 
 @contextlib.contextmanager
-def _environment(values: dict) -> Iterator[None]:
-    """Set (value) or unset (None) environment variables for the block, then restore them."""
-    previous = {k: os.environ.get(k) for k in values}
-    try:
-        for key, value in values.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextlib.contextmanager
 def trusted_checkpoint_loading() -> Iterator[None]:
     """Load checkpoints with full pickle inside this block (explicit opt-in).
 
@@ -167,7 +150,7 @@ def trusted_checkpoint_loading() -> Iterator[None]:
     Yields:
         Nothing; the previous environment is restored on exit.
     """
-    with _environment({_FORCE_NO: '1', _FORCE_YES: None}):
+    with temporary_environ({_FORCE_NO: '1', _FORCE_YES: None}):
         yield
 
 
@@ -183,7 +166,7 @@ def untrusted_checkpoint_loading() -> Iterator[None]:
     Yields:
         Nothing; the previous environment is restored on exit.
     """
-    with _environment({_FORCE_NO: None, _FORCE_YES: '1'}):
+    with temporary_environ({_FORCE_NO: None, _FORCE_YES: '1'}):
         yield
 
 

@@ -2,7 +2,6 @@
 
 Used by ``tools/pretrain_tiny_base.py``.
 """
-import hashlib
 import os
 import os.path as osp
 import shutil
@@ -10,20 +9,12 @@ import tempfile
 from typing import Any, Dict
 
 import torch
-
 from tiny_base_photos import HELD_OUT_IMAGE
+
+from icmsr.fileio.digest import file_sha256
 
 SUBFOLDERS = ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler', 'adapter_color',
               'adapter_canny')
-
-
-def sha256(path: str) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_readme(folder: str, command: str, seed: int, steps: Dict[str, int],
@@ -51,7 +42,7 @@ def write_readme(folder: str, command: str, seed: int, steps: Dict[str, int],
               'SD\'s was), not the 0.18215 of the architecture dict. The UNet is stored in float16',
               '(sharded, < 1 MB per file) and loads as float32; the other parts are float32.', '',
               '| file | sha256 |', '|---|---|']
-    lines += [f'| `{f}` | `{sha256(osp.join(folder, f))}` |' for f in files]
+    lines += [f'| `{f}` | `{file_sha256(osp.join(folder, f))}` |' for f in files]
     with open(osp.join(folder, 'README.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
 

@@ -28,6 +28,9 @@ import os
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence
 
+from icmsr.fileio.digest import file_sha256
+from icmsr.utils.environ import temporary_environ
+
 ENV_VAR = 'ICMSR_METRIC_WEIGHTS'
 
 _PYIQA_BASE = 'https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main'
@@ -163,15 +166,6 @@ def missing_hf_files(metrics: Sequence[str]) -> List[str]:
     return missing
 
 
-def _sha256(path: str) -> str:
-    import hashlib
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_weights(metrics: Sequence[str], weights_dir: str) -> None:
     """Fail once, naming every missing file, if the folder lacks something.
 
@@ -191,7 +185,7 @@ def check_weights(metrics: Sequence[str], weights_dir: str) -> None:
         path = os.path.join(weights_dir, wf.relpath)
         if not os.path.isfile(path):
             missing.append(f'  {path}\n      from {wf.url}')
-        elif wf.sha256 and _sha256(path) != wf.sha256:
+        elif wf.sha256 and file_sha256(path) != wf.sha256:
             raise MetricWeightsError(f'{path} is not the published file (its SHA-256 differs '
                                      f'from {wf.sha256}); re-download it from {wf.url}')
     missing += missing_hf_files(metrics)
@@ -270,17 +264,9 @@ def offline_pyiqa(weights_dir: Optional[str], metrics: Sequence[str] = ()) -> It
     if weights_dir is None:
         yield
         return
-    saved = {k: os.environ.get(k) for k in ('TORCH_HOME', 'HF_HUB_OFFLINE')}
-    os.environ.update(TORCH_HOME=weights_dir, HF_HUB_OFFLINE='1')
-    try:
+    with temporary_environ(dict(TORCH_HOME=weights_dir, HF_HUB_OFFLINE='1')):
         _check_read_from(weights_dir, metrics)
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _check_read_from(weights_dir: str, metrics: Sequence[str]) -> None:
