@@ -197,3 +197,42 @@ def test_unreadable_files_raise(tmp_path, content):
 def test_is_image_file():
     assert is_image_file('a/B.PNG') and is_image_file('x.jpeg') and is_image_file('y.webp')
     assert not is_image_file('meta_info.txt') and not is_image_file('captions.json')
+
+
+@pytest.mark.parametrize('ext', ['gif', 'tif', 'png'])  # animated GIF, multi-page TIFF, APNG
+def test_multi_frame_file_warns_with_its_frame_count_and_reads_frame_one(tmp_path, ext):
+    from icmsr.datasets.image_io import MultiFrameWarning
+    frames = [Image.fromarray(np.roll(_pattern(), 5 * k, axis=1)) for k in range(4)]
+    path = str(tmp_path / f'anim.{ext}')
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    with pytest.warns(MultiFrameWarning, match=r'anim\.' + ext + r': 4 frames') as caught:
+        out = load_image_rgb(path)
+    assert caught[0].message.frames == 4
+    np.testing.assert_array_equal(out, np.asarray(Image.open(path).convert('RGB')))
+
+
+def test_load_image_keeps_gray_and_alpha(tmp_path):
+    from icmsr.datasets.image_io import load_image
+    rgb = _pattern()
+    g = rgb[..., 0]
+    alpha = np.tile(np.linspace(0, 255, rgb.shape[1]).astype(np.uint8), (rgb.shape[0], 1))
+    Image.fromarray(g, mode='L').save(tmp_path / 'g.png')
+    Image.fromarray(np.dstack([rgb, alpha]), mode='RGBA').save(tmp_path / 'a.png')
+    Image.fromarray(np.dstack([g, alpha]), mode='LA').save(tmp_path / 'la.png')
+    np.testing.assert_array_equal(load_image(str(tmp_path / 'g.png')), g)
+    np.testing.assert_array_equal(load_image(str(tmp_path / 'a.png')), np.dstack([rgb, alpha]))
+    np.testing.assert_array_equal(load_image(str(tmp_path / 'la.png')), np.dstack([g, g, g, alpha]))
+    # 16-bit gray stays gray, 16-bit RGBA keeps its alpha (both scaled to 8 bit).
+    g16 = (np.arange(48).reshape(6, 8) * 1365).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / 'g16.png'), g16)
+    np.testing.assert_array_equal(load_image(str(tmp_path / 'g16.png')), _expected_8bit(g16))
+    rgba16 = np.stack([g16, g16[::-1], 65535 - g16, g16[:, ::-1]], -1)
+    cv2.imwrite(str(tmp_path / 'rgba16.png'), rgba16[..., [2, 1, 0, 3]])
+    np.testing.assert_array_equal(load_image(str(tmp_path / 'rgba16.png')), _expected_8bit(rgba16))
+    # A palette image with a transparent entry comes back RGBA.
+    p = Image.fromarray(rgb).quantize(colors=8)
+    p.info['transparency'] = 0
+    p.save(tmp_path / 'pt.png', transparency=0)
+    out = load_image(str(tmp_path / 'pt.png'))
+    assert out.shape == rgb.shape[:2] + (4,)
+    np.testing.assert_array_equal(out[..., 3], np.where(np.asarray(p) == 0, 0, 255))

@@ -4,7 +4,6 @@
 input names. Images of any size are processed in overlapping tiles; see docs/inference.md.
 """
 import argparse
-import dataclasses
 import sys
 import time
 
@@ -64,6 +63,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--vae-overlap', type=int, help='VAE tile overlap in output pixels (default 64)')
     p.add_argument('--blend', choices=BLEND_MODES, help='tile blending window (default gaussian)')
     p.add_argument('--seed', type=int, default=0, help='seed set before every image')
+    # No limit by default: these are the user's own files and tiles bound the memory; the
+    # limit is for shared servers (the web app) and for catching a mistaken huge input.
+    p.add_argument('--max-pixels', type=int, default=None,
+                   help='refuse inputs with more than this many pixels (h*w; default: no limit)')
     p.add_argument('--ext', help='output extension (png, jpg, ...); default: keep the input\'s')
     p.add_argument('--recursive', action='store_true', help='descend into sub-folders')
     p.add_argument('--skip-existing', action='store_true', help='do not redo outputs that exist')
@@ -94,22 +97,21 @@ def main(argv=None) -> int:
         return 2
     start = time.perf_counter()
     print('building the model ...', flush=True)
+    tiles = {k: getattr(args, k) for k in ('tile_size', 'tile_overlap', 'vae_tile_size',
+                                           'vae_overlap', 'blend') if getattr(args, k) is not None}
     try:
-        inferencer = SRInferencer(config, args.weights, args.device, args.dtype, not args.no_fuse,
-                                  None, args.color_fix, args.prompt, args.captions, args.seed,
-                                  args.base_model, args.scale, allow_untrained=args.allow_untrained,
-                                  base_check='warn' if args.allow_base_mismatch else 'error',
-                                  trust_checkpoint=args.trust_checkpoint)
-    except (BaseMismatchError, UntrainedModelError, RuntimeError, OSError) as err:
+        inferencer = SRInferencer(
+            config, args.weights, tiles=tiles, color_fix=args.color_fix, prompt=args.prompt,
+            captions=args.captions, seed=args.seed, max_pixels=args.max_pixels,
+            device=args.device, dtype=args.dtype, fuse=not args.no_fuse, base_model=args.base_model,
+            scale=args.scale, allow_untrained=args.allow_untrained, trust_checkpoint=args.trust_checkpoint,
+            base_check='warn' if args.allow_base_mismatch else 'error')
+    except (BaseMismatchError, UntrainedModelError, RuntimeError, OSError, ValueError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    given = {k: getattr(args, k) for k in ('tile_size', 'tile_overlap', 'vae_tile_size',
-                                           'vae_overlap', 'blend') if getattr(args, k) is not None}
-    inferencer.tiles = dataclasses.replace(inferencer.tiles, **given)
-    inferencer.tiles.validate()
     print(f'model ready in {time.perf_counter() - start:.1f} s', flush=True)
-    summary = inferencer(args.input, args.output, args.ext, args.recursive, args.skip_existing,
-                         progress=not args.no_progress)
+    summary = inferencer(args.input, args.output, ext=args.ext, recursive=args.recursive,
+                         skip_existing=args.skip_existing, progress=not args.no_progress)
     print(summary.format())
     return 1 if summary.failed else 0
 

@@ -1,8 +1,9 @@
 """Inference API: build the one-step SR model from a config or an export, super-resolve any-size images."""
 from icmsr.utils.tiling import TileSettings  # noqa: F401
 from .fuse import fuse_generator_lora  # noqa: F401
-from .inferencer import (InferenceSummary, SRInferencer, image_to_tensor, save_image,  # noqa: F401
-                         super_resolve_image)
+from .image_sr import (InferenceCancelled, InputTooLargeError, image_to_tensor,  # noqa: F401
+                       super_resolve_image, super_resolve_tensor)
+from .inferencer import InferenceSummary, SRInferencer, save_image  # noqa: F401
 from .inputs import PromptSource, collect_inputs, output_name  # noqa: F401
 from .lora_export import (build_model_from_export, export_model, load_model_lora,  # noqa: F401
                           read_description)

@@ -23,7 +23,7 @@ from PIL import Image
 
 from icmsr.models.one_step_sr import OneStepSR
 from .fuse import fuse_generator_lora
-from .inferencer import ImageLike, image_to_tensor, to_uint8
+from .image_sr import ImageLike, super_resolve_image, super_resolve_tensor
 from .lora_export import build_model_from_export, export_model, load_model_lora
 
 #: Sub-folder of a saved pipeline holding its (unfused) LoRA as an export folder.
@@ -199,8 +199,9 @@ class ICMSRPipeline(DiffusionPipeline):
             return_dict: return an ``ImagePipelineOutput`` (else a tuple).
 
         Returns:
-            ``ImagePipelineOutput(images=...)``: a list of PIL images, or for ``'np'``/``'pt'``
-            one stacked array/tensor when all outputs share a size (else a list).
+            ``ImagePipelineOutput(images=...)``: a list of PIL images (gray and RGBA inputs
+            stay gray/RGBA, see :func:`~icmsr.apis.super_resolve_image`), or for ``'np'``/``'pt'``
+            RGB, one stacked array/tensor when all outputs share a size (else a list).
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f'output_type={output_type!r}; choose one of {OUTPUT_TYPES}.')
@@ -214,14 +215,14 @@ class ICMSRPipeline(DiffusionPipeline):
                                                   if v is not None})
         # The LoRA branches live in the wrapped model: follow the components' device and dtype.
         model.to(device=self.unet.device, dtype=self.unet.dtype)
+        # One front door: uint8 images for PIL (gray and RGBA kept), float RGB for 'np'/'pt'.
+        run = super_resolve_image if output_type == 'pil' else super_resolve_tensor
         results = []
         with self.progress_bar(total=len(images)) as bar:
             for one, text in zip(images, prompts):
-                if seed is not None:
-                    torch.manual_seed(seed)
-                sr = model.super_resolve(image_to_tensor(one), [text], tiles=tiles,
-                                         color_fix=color_fix, progress=progress)
-                results.append(sr.float().cpu())
+                sr = run(model, one, prompt=text, tiles=tiles, color_fix=color_fix, seed=seed,
+                         progress=progress)
+                results.append(sr if output_type == 'pil' else sr.float().cpu())
                 bar.update()
         out = self._convert(results, output_type)
         return ImagePipelineOutput(images=out) if return_dict else (out, )
@@ -229,7 +230,7 @@ class ICMSRPipeline(DiffusionPipeline):
     @staticmethod
     def _convert(results: List[torch.Tensor], output_type: str) -> Any:
         if output_type == 'pil':
-            return [Image.fromarray(to_uint8(sr)) for sr in results]
+            return [Image.fromarray(sr) for sr in results]
         same = len({tuple(sr.shape) for sr in results}) == 1
         if output_type == 'pt':
             return torch.cat(results) if same else results

@@ -1,102 +1,25 @@
-"""Super-resolve files, folders, globs and in-memory images; the engine behind ``tools/infer.py``.
+"""Super-resolve files, folders and globs into a folder; the engine behind ``tools/infer.py``.
 
-Everything here runs :meth:`icmsr.models.OneStepSR.super_resolve`, the toolkit's one
-super-resolution path, on one image at a time.
+Every image goes through :func:`icmsr.apis.super_resolve_image`, the one front door
+of inference.
 """
 import dataclasses
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image
 
-from icmsr.datasets.image_io import load_image_rgb, pil_to_rgb_array
+from icmsr.datasets.image_io import ImageLoadError, MultiFrameWarning, load_image
 from icmsr.models.one_step_sr import OneStepSR
 from icmsr.utils.tiling import TileSettings
+from .image_sr import InferenceCancelled, super_resolve_image
 from .inputs import PromptSource, collect_inputs, output_name
 from .model_loading import default_device, init_model
-
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
-
-
-def _array_to_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """``(H, W)``, ``(H, W, 1|3|4)`` uint8 or float-in-[0, 1] arrays -> ``(H, W, 3)`` uint8."""
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f'Expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image array, '
-                         f'got shape {image.shape}.')
-    image = image[..., :3]  # drop alpha, as the file loader does
-    if image.dtype != np.uint8:
-        if not np.issubdtype(image.dtype, np.floating):
-            raise ValueError(f'Image arrays must be uint8 or float in [0, 1], got {image.dtype}.')
-        if image.size and (np.nanmin(image) < 0 or np.nanmax(image) > 1 or np.isnan(image).any()):
-            raise ValueError('Float image arrays must hold values in [0, 1].')
-        image = np.round(image * 255).astype(np.uint8)
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    return np.ascontiguousarray(image)
-
-
-def image_to_tensor(image: ImageLike) -> torch.Tensor:
-    """Any supported image -> ``(1, 3, H, W)`` float32 in ``[0, 1]``.
-
-    Args:
-        image: a file path (read by the toolkit's image reader: EXIF, 16-bit, CMYK...),
-            a Pillow image, an ``(H, W[, C])`` uint8 or float array (gray, RGB or RGBA),
-            or a ``(3, H, W)`` / ``(1, 3, H, W)`` float tensor in ``[0, 1]``.
-
-    Returns:
-        The tensor.
-    """
-    if isinstance(image, (str, os.PathLike)):
-        image = load_image_rgb(os.fspath(image))
-    elif isinstance(image, Image.Image):
-        image = pil_to_rgb_array(image)
-    if isinstance(image, np.ndarray):
-        rgb = _array_to_rgb_uint8(image)
-        return torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255.0
-    if isinstance(image, torch.Tensor):
-        t = image[None] if image.dim() == 3 else image
-        if t.dim() != 4 or t.shape[:2] != (1, 3):
-            raise ValueError(f'Expected a (3, H, W) or (1, 3, H, W) tensor, got {tuple(image.shape)}.')
-        return t.float()
-    raise TypeError(f'Unsupported image type {type(image).__name__}: pass a path, a PIL image, '
-                    'a numpy array or a tensor.')
-
-
-def to_uint8(sr: torch.Tensor) -> np.ndarray:
-    """``(1, 3, H, W)`` in ``[0, 1]`` -> ``(H, W, 3)`` uint8 (rounded)."""
-    return (sr[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-
-
-def super_resolve_image(model: OneStepSR, image: Union[ImageLike, Sequence[ImageLike]],
-                        prompt: str = '', tiles: Optional[TileSettings] = None,
-                        color_fix: Optional[str] = None,
-                        seed: Optional[int] = 0) -> Union[np.ndarray, List[np.ndarray]]:
-    """Super-resolve one image (or a list of them) with a model from :func:`init_model`.
-
-    Args:
-        model: The inference model.
-        image: See :func:`image_to_tensor`; a list gives a list of results.
-        prompt: Text prompt.
-        tiles: Tiling settings (default: the model's ``test_cfg``).
-        color_fix: ``'none'``, ``'adain'`` or ``'wavelet'`` (default: the model's ``test_cfg``).
-        seed: Seed of torch's RNG before each image (None: leave it alone).
-
-    Returns:
-        ``(H * scale, W * scale, 3)`` uint8 RGB array(s).
-    """
-    if isinstance(image, (list, tuple)):
-        return [super_resolve_image(model, one, prompt, tiles, color_fix, seed) for one in image]
-    if seed is not None:
-        torch.manual_seed(seed)
-    return to_uint8(model.super_resolve(image_to_tensor(image), [prompt], tiles=tiles,
-                                        color_fix=color_fix))
 
 
 @dataclass
@@ -111,6 +34,8 @@ class InferenceSummary:
         missing_captions: Inputs without a caption (the fixed prompt was used).
         settings: Device, dtype, output folder and tiling of the run.
         tiles: UNet tiles processed in total.
+        multi_frame: ``(input, frame count)`` of animated or multi-page inputs (first frame used).
+        redone: Existing outputs that did not decode and were computed again.
     """
 
     written: List[str] = field(default_factory=list)
@@ -120,6 +45,8 @@ class InferenceSummary:
     missing_captions: List[str] = field(default_factory=list)
     settings: Dict[str, Any] = field(default_factory=dict)
     tiles: int = 0
+    multi_frame: List[Tuple[str, int]] = field(default_factory=list)
+    redone: List[str] = field(default_factory=list)
 
     def format(self) -> str:
         """A human-readable report (one line per failure)."""
@@ -131,6 +58,12 @@ class InferenceSummary:
                          f"{s.get('tile_size')} px, output folder {s.get('output')}")
         if self.missing_captions:
             lines.append(f'{len(self.missing_captions)} image(s) had no caption and used the fixed prompt')
+        if self.multi_frame:
+            lines.append(f'{len(self.multi_frame)} animated/multi-page input(s), first frame used: '
+                         + ', '.join(f'{p} ({n} frames)' for p, n in self.multi_frame))
+        if self.redone:
+            lines.append(f'{len(self.redone)} existing output(s) did not decode and were redone: '
+                         + ', '.join(self.redone))
         if self.failed:
             lines.append('failed files:')
             lines += [f'  {path}: {reason}' for path, reason in self.failed]
@@ -138,16 +71,18 @@ class InferenceSummary:
 
 
 def save_image(array: np.ndarray, path: str) -> None:
-    """Write an ``(H, W, 3)`` uint8 RGB array; JPEG at quality 95, others lossless.
+    """Write a uint8 gray, RGB or RGBA array atomically; JPEG at quality 95 (no alpha), others lossless.
 
     Args:
-        array: The image.
+        array: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` uint8.
         path: Destination; its folder is created.
     """
     from icmsr.utils.atomic_io import atomic_save_image
     kwargs: dict = {}
+    array = array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array
     if path.lower().endswith(('.jpg', '.jpeg')):
         kwargs = dict(quality=95, subsampling=0)
+        array = array[..., :3] if array.ndim == 3 else array  # JPEG stores no alpha
     elif path.lower().endswith('.webp'):
         kwargs = dict(lossless=True)
     # Atomic: a killed run never leaves a truncated image under its final name
@@ -174,7 +109,7 @@ def check_writable(folder: str) -> None:
 
 
 class SRInferencer:
-    """Super-resolve images with a trained one-step SR model.
+    """Super-resolve files, folders and globs with a trained one-step SR model.
 
     Example::
 
@@ -186,39 +121,35 @@ class SRInferencer:
     Args:
         config: Config file/object (may be None for an export folder in ``weights``).
         weights: Checkpoint ``.pth`` or export folder (see :func:`init_model`).
-        device: Device (default: CUDA when available).
-        dtype: ``float32``, ``float16`` or ``bfloat16``.
-        fuse: Fold the LoRA into the base weights.
-        tiles: Tiling settings (default: the config's ``test_cfg``).
+        model: An already built :class:`OneStepSR` (then config/weights are ignored).
+        tiles: Tiling settings, or a dict of fields overriding the model's ``test_cfg`` ones.
         color_fix: Colour correction toward the input (default: the config's ``test_cfg``).
         prompt: Fixed prompt (``''``: empty prompt).
         captions: Per-image captions (folder of ``<stem>.txt``, JSON or TSV file).
         seed: Seed set before every image (outputs do not depend on file order).
-        base_model: Base-model folder/hub id overriding an export's.
-        scale: Override the model's upscaling factor.
-        model: An already built :class:`OneStepSR` (then config/weights are ignored).
-        allow_untrained: Run without trained weights (smoke tests).
-        base_check: ``'error'`` or ``'warn'`` for weights trained on another base.
-        trust_checkpoint: unpickle the checkpoint fully (only for files you trust).
+        max_pixels: Limit on input pixels per image (None: no limit); larger files fail.
+        **load: Keyword arguments of :func:`init_model` (``device``, ``dtype``, ``fuse``,
+            ``base_model``, ``scale``, ``allow_untrained``, ``base_check``, ``trust_checkpoint``).
     """
 
-    def __init__(self, config: Any = None, weights: Optional[str] = None, device: Optional[str] = None,
-                 dtype: Any = 'float32', fuse: bool = True, tiles: Optional[TileSettings] = None,
+    def __init__(self, config: Any = None, weights: Optional[str] = None, *,
+                 model: Optional[OneStepSR] = None,
+                 tiles: Union[TileSettings, Dict[str, Any], None] = None,
                  color_fix: Optional[str] = None, prompt: str = '', captions: Optional[str] = None,
-                 seed: Optional[int] = 0, base_model: Optional[str] = None,
-                 scale: Optional[int] = None, model: Optional[OneStepSR] = None,
-                 allow_untrained: bool = False, base_check: str = 'error',
-                 trust_checkpoint: bool = False) -> None:
-        self.device = str(device or default_device())
-        self.dtype = str(dtype)
-        self.model = model if model is not None else init_model(
-            config, weights, self.device, dtype, fuse, base_model, scale, allow_untrained, base_check,
-            trust_checkpoint)
-        self.tiles = tiles or dataclasses.replace(self.model.tiles)
-        self.tiles.validate()
-        self.color_fix = color_fix
+                 seed: Optional[int] = 0, max_pixels: Optional[int] = None, **load: Any) -> None:
+        load['device'] = str(load.get('device') or default_device())
+        self.device, self.dtype = load['device'], str(load.get('dtype', 'float32'))
+        self.model = model if model is not None else init_model(config, weights, **load)
+        if not isinstance(tiles, TileSettings):
+            tiles = dataclasses.replace(self.model.tiles, **(tiles or {}))
+        tiles.validate()
+        self.settings = dict(tiles=tiles, color_fix=color_fix, seed=seed, max_pixels=max_pixels)
         self.prompts = PromptSource(prompt, captions)
-        self.seed = seed
+
+    @property
+    def tiles(self) -> TileSettings:
+        """The tiling settings of every image."""
+        return self.settings['tiles']
 
     def process_one(self, path: str, progress: Optional[Any] = None) -> np.ndarray:
         """Load, super-resolve and return one image (errors propagate).
@@ -228,15 +159,12 @@ class SRInferencer:
             progress: Optional ``progress(stage, done, total)`` callback of the tiles.
 
         Returns:
-            The SR image, ``(H, W, 3)`` uint8.
+            The SR image as :func:`super_resolve_image` returns it (gray, RGB or RGBA uint8).
         """
-        if self.seed is not None:
-            torch.manual_seed(self.seed)
-        sr = self.model.super_resolve(image_to_tensor(path), [self.prompts(path)], tiles=self.tiles,
-                                      color_fix=self.color_fix, progress=progress)
-        return to_uint8(sr)
+        return super_resolve_image(self.model, path, prompt=self.prompts(path), progress=progress,
+                                   **self.settings)
 
-    def __call__(self, inputs: str, output_dir: str, ext: Optional[str] = None,
+    def __call__(self, inputs: str, output_dir: str, *, ext: Optional[str] = None,
                  recursive: bool = False, skip_existing: bool = False,
                  progress: bool = True) -> InferenceSummary:
         """Super-resolve every image of ``inputs`` into ``output_dir`` (same names).
@@ -249,7 +177,7 @@ class SRInferencer:
             output_dir: Output folder (created).
             ext: Output extension (default: keep the input's).
             recursive: Descend into sub-folders of a folder input.
-            skip_existing: Do not recompute outputs that exist.
+            skip_existing: Do not recompute outputs that exist and decode (others are redone).
             progress: Show tqdm progress bars (images, and tiles of the current image).
 
         Returns:
@@ -272,10 +200,18 @@ class SRInferencer:
             for path, rel in bar:
                 out_path = os.path.join(output_dir, output_name(rel, ext))
                 if skip_existing and os.path.exists(out_path):
-                    summary.skipped.append(path)
-                    continue
+                    if _decodes(out_path):
+                        summary.skipped.append(path)
+                        continue
+                    summary.redone.append(out_path)
+                    warnings.warn(f'{out_path} exists but does not decode (truncated?): redoing it')
                 try:
-                    save_image(self.process_one(path, on_tile), out_path)
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter('always')
+                        result = self.process_one(path, on_tile)
+                    save_image(result, out_path)
+                except InferenceCancelled:
+                    raise
                 except (OSError, ValueError, RuntimeError, MemoryError) as err:
                     # OSError covers unreadable files (ImageLoadError); RuntimeError covers
                     # out-of-memory, which we clear so the next (smaller) file can run.
@@ -283,9 +219,23 @@ class SRInferencer:
                         torch.cuda.empty_cache()
                     summary.failed.append((path, f'{type(err).__name__}: {err}'))
                     continue
+                finally:
+                    for w in caught:  # shown as usual; animated inputs are also counted
+                        warnings.warn(w.message)
+                        if isinstance(w.message, MultiFrameWarning):
+                            summary.multi_frame.append((path, w.message.frames))
                 summary.written.append(out_path)
         finally:
             bar.close()
         summary.seconds = time.perf_counter() - start
         summary.missing_captions = list(self.prompts.missing)
         return summary
+
+
+def _decodes(path: str) -> bool:
+    """Whether an existing output decodes completely (a truncated file does not)."""
+    try:
+        load_image(path)
+        return True
+    except ImageLoadError:
+        return False

@@ -8,7 +8,7 @@ from icmsr.datasets.captions import load_captions, lookup_caption, read_caption_
 # Folders are listed by the toolkit's one lister (extensions, hidden-file rule);
 # decoding is attempted for every listed file and failures are reported per file.
 from icmsr.datasets.file_lists import is_hidden, scan_images
-from icmsr.datasets.image_io import IMAGE_EXTENSIONS
+from icmsr.datasets.image_io import IMAGE_EXTENSIONS, INPUT_EXTENSIONS
 
 _GLOB_CHARS = set('*?[')
 
@@ -17,7 +17,7 @@ def collect_inputs(spec: str, recursive: bool = False) -> List[Tuple[str, str]]:
     """Expand a file, a folder or a glob pattern into ``(path, relative output name)`` pairs.
 
     Args:
-        spec: An image file, a folder (its image files, sorted), or a glob
+        spec: An image file, a folder (its image files and GIFs, sorted), or a glob
             pattern such as ``'photos/*.jpg'`` (quote it in the shell).
         recursive: For folders, also descend into sub-folders (the relative
             sub-path is kept in the output name).
@@ -32,10 +32,10 @@ def collect_inputs(spec: str, recursive: bool = False) -> List[Tuple[str, str]]:
     if os.path.isfile(spec):
         return [(spec, os.path.basename(spec))]
     if os.path.isdir(spec):
-        rels = scan_images(spec, recursive=recursive)
+        rels = scan_images(spec, recursive=recursive, extensions=INPUT_EXTENSIONS)
         if not rels:
             raise FileNotFoundError(
-                f'Input folder {spec!r} holds no image files ({", ".join(IMAGE_EXTENSIONS)}).')
+                f'Input folder {spec!r} holds no image files ({", ".join(INPUT_EXTENSIONS)}).')
         return [(os.path.join(spec, r), r) for r in rels]
     if _GLOB_CHARS & set(spec):
         files = sorted(p for p in glob.glob(spec, recursive=True)

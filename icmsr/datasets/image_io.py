@@ -16,19 +16,25 @@ format the rest of the toolkit expects, an ``(H, W, 3)`` ``uint8`` RGB array:
 * Alpha is dropped, not composited: the colour stored under transparent pixels
   is kept as it is. Super-resolution targets are the stored colours, and
   compositing on an arbitrary background would invent content.
+  (:func:`load_image`, which inference uses, keeps gray as ``(H, W)`` and alpha.)
 * EXIF orientation is applied, so a portrait photo from a phone is portrait.
+* Animated GIF/APNG and multi-page TIFF: the first frame is read, with a
+  :class:`MultiFrameWarning` naming the file and its frame count.
 
 Anything that cannot be decoded - a missing file, a truncated or corrupt file, a
 file that is not an image - raises :class:`ImageLoadError` naming the file.
 """
 import io
 import os
+import warnings
 
 import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+#: Inference also reads GIFs (first frame, with a warning when animated); datasets do not.
+INPUT_EXTENSIONS = IMAGE_EXTENSIONS + ('.gif',)
 
 # EXIF orientation tag value -> the Pillow operation that makes the image upright.
 _EXIF_ORIENTATION_TAG = 0x0112
@@ -44,6 +50,20 @@ _ORIENTATION_FIX = {
 _PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 _TIFF_BITS_PER_SAMPLE = 258
 _SIXTEEN_BIT_MODES = ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I')
+
+
+class MultiFrameWarning(UserWarning):
+    """An animated or multi-page file of which only the first frame is read.
+
+    Args:
+        path: The file.
+        frames: Its frame (page) count.
+    """
+
+    def __init__(self, path: str, frames: int) -> None:
+        self.path, self.frames = path, frames
+        super().__init__(f'{path}: {frames} frames (animated or multi-page); only the first '
+                         'frame is used')
 
 
 class ImageLoadError(OSError):
@@ -109,33 +129,32 @@ def _exif_orientation(image: Image.Image) -> int:
 
 
 def _decode_16bit(data: bytes, path: str) -> np.ndarray:
-    """Decode a 16-bit PNG/TIFF at full depth with OpenCV and return uint8 RGB."""
+    """Decode a 16-bit PNG/TIFF at full depth with OpenCV: uint8 gray, RGB or RGBA."""
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise ImageLoadError(path, 'the 16-bit image data is corrupt or truncated')
-    if array.ndim == 2:
-        rgb = np.repeat(array[..., None], 3, axis=2)
-    elif array.shape[2] == 2:  # gray + alpha
-        rgb = np.repeat(array[..., :1], 3, axis=2)
-    else:  # BGR or BGRA
-        rgb = array[..., 2::-1]
-    if rgb.dtype == np.uint16:
-        rgb = _to_uint8_from_16bit(rgb)
-    return np.ascontiguousarray(rgb.astype(np.uint8))
+    if array.ndim == 3:  # gray + alpha, BGR or BGRA
+        array = array[..., {2: [0, 0, 0, 1], 3: [2, 1, 0], 4: [2, 1, 0, 3]}[array.shape[2]]]
+    if array.dtype == np.uint16:
+        array = _to_uint8_from_16bit(array)
+    return np.ascontiguousarray(array.astype(np.uint8))
 
 
-def _pil_to_rgb_array(image: Image.Image, path: str) -> np.ndarray:
-    """Convert an opened Pillow image of any supported mode to uint8 RGB."""
+def _pil_to_array(image: Image.Image, path: str) -> np.ndarray:
+    """Convert an opened Pillow image of any supported mode to uint8 gray, RGB or RGBA."""
     if image.mode in _SIXTEEN_BIT_MODES:
-        gray = _to_uint8_from_16bit(np.asarray(image).astype(np.int64).clip(0, 65535))
-        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+        return _to_uint8_from_16bit(np.asarray(image).astype(np.int64).clip(0, 65535))
     if image.mode == 'F':
         raise ImageLoadError(
             path, 'floating-point images are not supported; convert the file to 8- or '
             '16-bit PNG')
-    if image.mode != 'RGB':
-        # RGBA/LA/PA drop alpha here; P, L, 1, CMYK, YCbCr, LAB convert to RGB.
-        image = image.convert('RGB')
+    mode = 'RGB'  # P, CMYK, YCbCr, LAB... convert to RGB
+    if image.mode in ('RGBA', 'LA', 'PA') or 'transparency' in image.info:
+        mode = 'RGBA'
+    elif image.mode in ('L', '1'):
+        mode = 'L'
+    if image.mode != mode:
+        image = image.convert(mode)
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
 
 
@@ -155,16 +174,16 @@ def _load_strict(image: Image.Image) -> None:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def load_image_rgb(path: str) -> np.ndarray:
-    """Read an image file as an upright ``uint8`` RGB array.
+def load_image(path: str) -> np.ndarray:
+    """Read an image file as an upright uint8 array, gray kept gray and alpha kept.
 
     Args:
         path: Path of the image file.
 
     Returns:
-        ``np.ndarray`` of shape ``(H, W, 3)`` and dtype ``uint8``, RGB order, with
-        EXIF orientation applied and alpha dropped; 16-bit files scaled to 8 bit
-        with rounding to nearest.
+        ``(H, W)`` for a grayscale file, ``(H, W, 4)`` RGBA for a file with alpha (or
+        palette transparency), else ``(H, W, 3)`` RGB; EXIF orientation applied, 16-bit
+        files scaled to 8 bit with rounding to nearest.
 
     Raises:
         ImageLoadError: The file is missing, unreadable, truncated, corrupt or not
@@ -183,34 +202,59 @@ def load_image_rgb(path: str) -> np.ndarray:
         # Decode fully first: truncation is detected here (reading a PNG's EXIF
         # may decode the image too, outside our strict guard).
         _load_strict(image)
-        orientation = _exif_orientation(image)
+        if getattr(image, 'n_frames', 1) > 1:
+            warnings.warn(MultiFrameWarning(path, image.n_frames), stacklevel=2)
         if _is_16bit(image, data):
             # Pillow reads 16-bit RGB as 8 bit by dropping the low byte: decode
             # again at full depth with OpenCV (which ignores EXIF orientation).
-            rgb = _decode_16bit(data, path)
-            fix = _ORIENTATION_FIX.get(orientation)
-            if fix is not None:
-                rgb = np.asarray(Image.fromarray(rgb).transpose(fix))
-            return np.ascontiguousarray(rgb)
-        image = ImageOps.exif_transpose(image)
-        rgb = _pil_to_rgb_array(image, path)
+            out = _decode_16bit(data, path)
+            fix = _ORIENTATION_FIX.get(_exif_orientation(image))
+            return np.ascontiguousarray(out if fix is None else Image.fromarray(out).transpose(fix))
+        out = _pil_to_array(ImageOps.exif_transpose(image), path)
     except ImageLoadError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         # Pillow signals unknown formats, truncation and corrupt streams this way.
         raise ImageLoadError(path, f'{type(err).__name__}: {err}') from err
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise ImageLoadError(path, f'decoded to an unexpected shape {rgb.shape}')
-    return rgb
+    if out.ndim not in (2, 3) or 0 in out.shape[:2]:
+        raise ImageLoadError(path, f'decoded to an unexpected shape {out.shape}')
+    return out
 
 
-def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
-    """An opened Pillow image as an upright ``uint8`` RGB array, converted as :func:`load_image_rgb` does.
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """An array of :func:`load_image` as RGB.
 
     Args:
-        image: any Pillow image (EXIF orientation applied, alpha dropped, 16-bit gray scaled).
+        image: uint8 ``(H, W)`` gray, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA.
 
     Returns:
-        ``(H, W, 3)`` uint8.
+        ``(H, W, 3)``: gray spread to three channels, alpha dropped (not composited).
     """
-    return _pil_to_rgb_array(ImageOps.exif_transpose(image), getattr(image, 'filename', '') or '<image>')
+    return np.ascontiguousarray(np.repeat(image[..., None], 3, 2) if image.ndim == 2 else image[..., :3])
+
+
+def load_image_rgb(path: str) -> np.ndarray:
+    """Read an image file as an upright ``uint8`` RGB array (:func:`load_image`, then :func:`to_rgb`).
+
+    Args:
+        path: Path of the image file.
+
+    Returns:
+        ``(H, W, 3)`` uint8, alpha dropped (not composited), gray spread to RGB.
+
+    Raises:
+        ImageLoadError: As :func:`load_image`.
+    """
+    return to_rgb(load_image(path))
+
+
+def pil_to_array(image: Image.Image) -> np.ndarray:
+    """An opened Pillow image as an upright uint8 array, converted as :func:`load_image` does.
+
+    Args:
+        image: any Pillow image.
+
+    Returns:
+        ``(H, W)`` gray, ``(H, W, 4)`` RGBA or ``(H, W, 3)`` RGB uint8.
+    """
+    return _pil_to_array(ImageOps.exif_transpose(image), getattr(image, 'filename', '') or '<image>')

@@ -46,6 +46,20 @@ def test_output_is_the_toolkits_sr_path(pipe, trained, photos):
     assert set(pipe.components) == {'unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler'}
 
 
+def test_pipeline_calls_the_front_door(pipe, trained, photos, monkeypatch):
+    import icmsr.apis.image_sr as front
+    from icmsr.apis import super_resolve_image
+    runs = []
+    real_run = front._run
+    monkeypatch.setattr(front, '_run', lambda *a, **k: runs.append(1) or real_run(*a, **k))
+    pil = pipe(photos[0], prompt='a house').images
+    pt = pipe(photos[0][0], output_type='pt').images
+    assert len(runs) == 3 and pt.shape == (1, 3, 32, 32)
+    assert len(pil) == 2 and all(
+        np.array_equal(np.asarray(im), super_resolve_image(trained, p, prompt='a house'))
+        for im, p in zip(pil, photos[0]))
+
+
 def test_output_types_tiles_and_lists(pipe, trained, photos):
     paths, arrays = photos
     pil = pipe(paths, output_type='pil').images

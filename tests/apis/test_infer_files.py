@@ -85,7 +85,7 @@ def test_prompt_sources(tmp_path):
         PromptSource('', str(tmp_path / 'bad.tsv'))
 
 
-def test_cli_runs_from_a_config_file(tiny_cfg, photo_dir, tmp_path):
+def test_cli_runs_from_a_config_file(tiny_cfg, photo_dir, tmp_path, capsys):
     from mmengine.config import Config
     cfg_path = str(tmp_path / 'tiny.py')
     Config(dict(model=tiny_cfg)).dump(cfg_path)
@@ -99,6 +99,12 @@ def test_cli_runs_from_a_config_file(tiny_cfg, photo_dir, tmp_path):
     code = tool.main(args + ['--allow-untrained'])
     assert code == 1  # broken.png failed, a.png written
     assert os.listdir(tmp_path / 'cli') == ['a.png']
+    capsys.readouterr()
+    # --max-pixels: the 16 x 16 photo is refused with the size, the limit and the flag.
+    code = tool.main(args + ['--allow-untrained', '--max-pixels', '255', '--no-progress'])
+    out = capsys.readouterr().out
+    assert code == 1 and '0 written, 2 failed' in out
+    assert '16x16 = 256 pixels, above the limit of 255' in out and '--max-pixels' in out
 
 
 def test_unwritable_output_fails_before_any_image_is_computed(tiny_model, photo_dir, tmp_path):
@@ -133,7 +139,8 @@ def test_python_api_takes_what_people_pass(tiny_model, tmp_path):
     pil = Image.open(tmp_path / 'p.png')
     rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1, ), 7, np.uint8)], axis=2)
     for image in (pil, rgb, rgb.astype(np.float32) / 255, rgba, Image.fromarray(rgba)):
-        assert np.array_equal(super_resolve_image(tiny_model, image), ref), type(image)
+        # RGBA comes back RGBA: its colour part is the RGB result (the alpha is tested apart).
+        assert np.array_equal(super_resolve_image(tiny_model, image)[..., :3], ref), type(image)
     gray = rgb[..., 0]
     # Grayscale becomes RGB as the file loader does (the same value in every channel).
     assert np.array_equal(image_to_tensor(gray), image_to_tensor(np.repeat(gray[..., None], 3, 2)))

@@ -83,9 +83,9 @@ def test_fused_lora_gives_the_same_output(tiny_model):
 
 def test_deterministic_and_prompt_sensitive(tiny_model):
     img = (np.random.default_rng(0).random((16, 20, 3)) * 255).astype(np.uint8)
-    a = super_resolve_image(tiny_model, img, 'a cat', seed=3)
-    b = super_resolve_image(tiny_model, img, 'a cat', seed=3)
-    c = super_resolve_image(tiny_model, img, 'a bridge at night', seed=3)
+    a = super_resolve_image(tiny_model, img, prompt='a cat', seed=3)
+    b = super_resolve_image(tiny_model, img, prompt='a cat', seed=3)
+    c = super_resolve_image(tiny_model, img, prompt='a bridge at night', seed=3)
     assert a.shape == (64, 80, 3) and a.dtype == np.uint8
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
