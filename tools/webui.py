@@ -302,6 +302,9 @@ def build_app(models: ServedModels, max_pixels: int, out_root: str) -> Any:
         return (result['pairs'][0], [after for _, after in result['pairs']], result['files'],
                 result['summary'], result['pairs'])
 
+    def page_closed(request: gr.Request):
+        running.stop_session(request.session_hash, 'page closed')
+
     def show(pairs, evt: gr.SelectData):
         return pairs[evt.index]
 
@@ -350,7 +353,7 @@ def build_app(models: ServedModels, max_pixels: int, out_root: str) -> Any:
         gallery.select(show, pairs, slider, api_visibility='private')
         model.change(model_defaults, model, [about, tile_size, color_fix], queue=False,
                      api_visibility='private')
-        app.unload(lambda request: running.stop_session(request.session_hash, 'page closed'))
+        app.unload(page_closed)
     return app.queue(default_concurrency_limit=1)
 
 
