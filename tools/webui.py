@@ -17,6 +17,7 @@ closing the page, stops the work after the tile in progress. The app listens on
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import os
 import os.path as osp
 import shutil
@@ -129,7 +130,8 @@ async def run_stoppable(work: Callable[[], Any], stop: StopRequest) -> Any:
     request, and the coroutine returns only once the work has stopped (after the
     tile in progress), which keeps the queue's worker slot until then.
     """
-    future = asyncio.get_running_loop().run_in_executor(None, work)
+    # In Gradio's context (its progress tracker reads it), which threads do not inherit.
+    future = asyncio.get_running_loop().run_in_executor(None, contextvars.copy_context().run, work)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
@@ -250,22 +252,26 @@ def build_app(models: ServedModels, max_pixels: int, out_root: str) -> Any:
     import gradio as gr
     running = RunningRequests()
 
+    def refuse(message: str) -> Exception:
+        """The error a user sees; an expected refusal, so no traceback in the server log."""
+        return gr.Error(message, duration=None, print_exception=False)
+
     def check(paths, name, tile_size, color_fix, prompt, seed):
         """Refuse anything but the page's own choices (the API takes any JSON)."""
         if not paths:
-            raise gr.Error('Upload at least one photo.')
+            raise refuse('Upload at least one photo.')
         if len(paths) > MAX_FILES:
-            raise gr.Error(f'{len(paths)} photos: at most {MAX_FILES} per run.')
+            raise refuse(f'{len(paths)} photos: at most {MAX_FILES} per run.')
         if name not in models.names:
-            raise gr.Error(f'Unknown model {str(name)[:80]!r}: choose one of {models.names}.')
+            raise refuse(f'Unknown model {str(name)[:80]!r}: choose one of {models.names}.')
         if str(tile_size) not in tile_choices(name):
-            raise gr.Error(f'Tile size {str(tile_size)[:20]!r}: choose one of {tile_choices(name)}.')
+            raise refuse(f'Tile size {str(tile_size)[:20]!r}: choose one of {tile_choices(name)}.')
         if color_fix not in COLOR_FIX_MODES:
-            raise gr.Error(f'Colour fix {str(color_fix)[:20]!r}: choose one of {COLOR_FIX_MODES}.')
+            raise refuse(f'Colour fix {str(color_fix)[:20]!r}: choose one of {COLOR_FIX_MODES}.')
         if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARS:
-            raise gr.Error(f'The prompt must be text of at most {MAX_PROMPT_CHARS} characters.')
+            raise refuse(f'The prompt must be text of at most {MAX_PROMPT_CHARS} characters.')
         if not isinstance(seed, (int, float)) or not 0 <= seed < 2 ** 63:
-            raise gr.Error('The seed must be a whole number from 0 to 2**63 - 1.')
+            raise refuse('The seed must be a whole number from 0 to 2**63 - 1.')
 
     def tile_choices(name: str) -> List[str]:
         default = models.settings(name).tiles.tile_size
@@ -290,13 +296,13 @@ def build_app(models: ServedModels, max_pixels: int, out_root: str) -> Any:
                 result = await run_stoppable(work, stop)
             except InferenceCancelled:  # the page went away: nobody is listening
                 print(stop.report(), flush=True)
-                raise gr.Error('Stopped: the page was closed.')
+                raise refuse('Stopped: the page was closed.')
             except ModelChoiceError as err:
-                raise gr.Error(str(err))
+                raise refuse(str(err))
         print(f'request done: {len(result["files"])} image(s), {stop.tiles} tile(s)', flush=True)
         if not result['pairs']:
-            raise gr.Error('Nothing to show:\n' + '\n'.join(
-                f'{name}: {reason}' for name, reason in result['failed']), duration=None)
+            raise refuse('Nothing to show:\n' + '\n'.join(
+                f'{name}: {reason}' for name, reason in result['failed']))
         for failed, reason in result['failed']:
             gr.Warning(f'{failed}: {reason}', duration=None)
         return (result['pairs'][0], [after for _, after in result['pairs']], result['files'],
@@ -310,7 +316,7 @@ def build_app(models: ServedModels, max_pixels: int, out_root: str) -> Any:
 
     def model_defaults(name):
         if name not in models.names:
-            raise gr.Error('Unknown model.')
+            raise refuse('Unknown model.')
         settings = models.settings(name)
         return (models.describe(name),
                 gr.update(choices=tile_choices(name), value=str(settings.tiles.tile_size)),
