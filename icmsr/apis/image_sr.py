@@ -127,6 +127,7 @@ def super_resolve_tensor(model: OneStepSR, image: ImageLike, **settings: Any) ->
 
 def _run(model, image, *, prompt='', tiles=None, color_fix=None, seed=0, max_pixels=None,
          progress=None, should_stop=None):
+    """Read, check, seed and super-resolve one image: ``(sr tensor, alpha or None, gray shape or None)``."""
     lq, alpha, gray = _split(image)
     _check_size(lq, image, max_pixels)
     progress = _checked_progress(progress, should_stop)
