@@ -111,7 +111,8 @@ def super_resolve_files(model: Any, paths: Sequence[str], tiles: Any, color_fix:
         except InferenceCancelled:
             raise
         except (InputTooLargeError, OSError, ValueError) as err:  # say which file and why, go on
-            failed.append((name, str(err).replace(path, name)))
+            reason = str(err).replace(path, name)  # the upload's server path is not the user's
+            failed.append((name, reason[len(name) + 2:] if reason.startswith(f'{name}: ') else reason))
             continue
         unet_tiles += _count(model, after.shape[:2], tiles)
         target = osp.join(out_dir, f'{osp.splitext(name)[0]}_x{model.scale}.png')
