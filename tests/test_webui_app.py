@@ -268,3 +268,13 @@ def test_the_demo_model_is_named_as_such_and_bad_model_arguments_get_one_line(tm
     text = demo.describe(webui_models.DEMO_NAME)
     assert 'tiny demo model' in text and 'does **not** give real-photo quality' in text
     assert 'tiny demo' not in models.from_args(exports=[export], device='cpu').describe('same')
+
+
+def test_a_bad_start_prints_one_error_line_and_exits_2(tmp_path, capsys):
+    require_gradio()
+    webui = load_webui()
+    for argv, expected in ((['--export', str(tmp_path)], f'error: {tmp_path}: no icmsr_lora.json in it'),
+                           (['--max-pixels', '0'], 'error: --max-pixels 0: give a positive number')):
+        assert webui.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(expected) and err.count('\n') == 1 and 'Traceback' not in err
