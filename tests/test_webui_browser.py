@@ -5,26 +5,22 @@ Needs Debian's ``chromium`` + ``chromium-driver`` and ``pip install -r requireme
 ``ICMSR_WRITE_SCREENSHOT=1`` to refresh ``docs/images/webui.png`` from the run.
 """
 import base64
-import importlib.util
 import io
 import os
+import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
-import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from realsr_data import realsr_root
-from tiny_config import ROOT, tiny_model_cfg
+from tiny_config import ROOT
+from test_webui_app import STOPPED
+from webui_harness import running_app, write_export, write_photo
 
 LQ = os.path.join(realsr_root(), 'test_LR', 'Canon_001_LR4.png')
 SCREENSHOT = os.path.join(ROOT, 'docs', 'images', 'webui.png')
+PROGRESS = re.compile(r'(encode|denoise|decode) tile \d+/\d+')
 
 
 def _requirements():
@@ -37,59 +33,14 @@ def _requirements():
         pytest.skip(f'RealSR LQ image {LQ} not found (set ICMSR_REALSR_ROOT)')
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, proc: subprocess.Popen, log: str, timeout: float = 60) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f'the app exited with {proc.returncode}:\n{open(log).read()[-3000:]}')
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f'{url} did not answer in {timeout} s')
-
-
-def _write_export(out: str) -> None:
-    """A tiny random-weight export (its base rebuilds from base_seed in the app's process)."""
-    from icmsr.apis import export_model, init_model
-    from icmsr.models import OneStepSR
-    cfg = tiny_model_cfg(generator=dict(lora_rank=4, timestep=999, train_conv_in=True))
-    model = init_model(cfg, None, fuse=False, allow_untrained=True)
-    with torch.no_grad():
-        for p in model.generator.trainable_parameters():
-            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)) * 0.05)
-    export_model(model, out, OneStepSR.inference_config(cfg))
-
-
-@pytest.fixture
-def app_url(tmp_path):
+@pytest.fixture(scope='module')
+def app(tmp_path_factory):
     _requirements()
-    port, export_dir = _free_port(), str(tmp_path / 'export')
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', GRADIO_ANALYTICS_ENABLED='False')
-    # The app reads the export at the first request: write it while the app starts.
-    log = str(tmp_path / 'app.log')
-    with open(log, 'w') as out:
-        proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'tools', 'webui.py'), '--export',
-                                 export_dir, '--host', '127.0.0.1', '--port', str(port), '--device',
-                                 'cpu'], env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        _write_export(export_dir)
-        url = f'http://127.0.0.1:{port}/'
-        _wait_http(url, proc, log)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    folder = tmp_path_factory.mktemp('webui_browser')
+    export_dir = str(folder / 'tiny_random')
+    write_export(export_dir)  # the app builds its models before it listens
+    with running_app(str(folder), ['--export', export_dir]) as running:
+        yield running
 
 
 def _browser():
@@ -110,15 +61,47 @@ def _image_size(driver, img) -> tuple:
         img))
 
 
-def test_upload_run_and_get_the_x4_result(app_url, tmp_path):
+def test_the_cancel_button_stops_the_run_within_one_tile(app, tmp_path):
+    """A 192x192 photo (12 tiles of the model's 512 px tiling); Cancel at its first progress."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+    photo = write_photo(str(tmp_path / 'mid.png'), 192, 192)
+    seen = len(STOPPED.findall(app.log()))
+    driver = _browser()
+    try:
+        driver.get(app.url)
+        wait = WebDriverWait(driver, 45)
+        wait.until(EC.text_to_be_present_in_element((By.ID, 'intro'), 'x4'))  # the page is up
+        upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, '#uploads input[type=file]')))
+        upload.send_keys(photo)
+        wait.until(EC.text_to_be_present_in_element((By.ID, 'uploads'), 'KB'))
+        driver.find_element(By.ID, 'run').click()
+        WebDriverWait(driver, 120, poll_frequency=0.05).until(
+            lambda d: PROGRESS.search(d.find_element(By.TAG_NAME, 'body').text))  # the progress bar
+        driver.find_element(By.ID, 'cancel').click()
+        WebDriverWait(driver, 120).until(lambda d: len(STOPPED.findall(app.log())) > seen)
+    finally:
+        driver.quit()
+    stop = list(STOPPED.finditer(app.log()))[seen]
+    assert stop['reason'] == 'cancelled'
+    assert int(stop['stopped']) - int(stop['asked']) <= 1 and int(stop['stopped']) < 12
+
+
+def test_upload_run_and_get_the_x4_result(app, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
     lq_w, lq_h = Image.open(LQ).size
     driver = _browser()
     try:
-        driver.get(app_url)
+        driver.get(app.url)
         wait = WebDriverWait(driver, 45)
+        # The page says what it does and offers a way to stop a run.
+        intro = wait.until(EC.presence_of_element_located((By.ID, 'intro'))).text
+        assert 'x4' in intro and '12,582,912 pixels' in intro
+        assert driver.find_element(By.ID, 'cancel').text == 'Cancel'
+        assert driver.find_element(By.CSS_SELECTOR, '#model input').get_attribute('value') == 'tiny_random'
         upload = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, '#uploads input[type=file]')))
         upload.send_keys(LQ)
         wait.until(EC.text_to_be_present_in_element((By.ID, 'uploads'), 'Canon_001_LR4'))
@@ -132,6 +115,7 @@ def test_upload_run_and_get_the_x4_result(app_url, tmp_path):
         assert len(compare) == 2 and all(_image_size(driver, im) == (lq_w * 4, lq_h * 4) for im in compare)
         links = driver.find_elements(By.CSS_SELECTOR, '#downloads a')
         assert any('Canon_001_LR4_x4.png' in (a.get_attribute('href') or '') for a in links)
+        driver.execute_script('window.scrollTo(0, 0)')
         shot = Image.open(io.BytesIO(base64.b64decode(driver.get_screenshot_as_base64())))
     finally:
         driver.quit()
@@ -141,41 +125,3 @@ def test_upload_run_and_get_the_x4_result(app_url, tmp_path):
     if os.environ.get('ICMSR_WRITE_SCREENSHOT') == '1':
         os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
         shutil.copyfile(out, SCREENSHOT)
-
-
-def _webui():
-    spec = importlib.util.spec_from_file_location('webui', os.path.join(ROOT, 'tools', 'webui.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_model_choice_and_unreadable_files_are_explained(tmp_path, monkeypatch):
-    """Without a browser: the messages the page shows."""
-    webui = _webui()
-    monkeypatch.setattr(webui, 'DEMO_WEIGHTS', str(tmp_path / 'absent' / 'iter_200.pth'))
-    with pytest.raises(webui.ModelChoiceError, match=r'Run `bash tools/demo.sh`'):
-        webui.choose_model()
-    with pytest.raises(webui.ModelChoiceError, match='has no icmsr_lora.json'):
-        webui.choose_model(export=str(tmp_path))
-    with pytest.raises(webui.ModelChoiceError, match='needs the config it was trained with'):
-        (tmp_path / 'x.pth').write_bytes(b'')
-        webui.choose_model(weights=str(tmp_path / 'x.pth'))
-    export_dir = str(tmp_path / 'export')
-    _write_export(export_dir)
-    broken = tmp_path / 'broken.png'
-    broken.write_bytes(b'not an image')
-    good = tmp_path / 'good.png'
-    Image.fromarray((np.random.default_rng(0).random((8, 12, 3)) * 255).astype(np.uint8)).save(good)
-    calls = []
-    model = webui.ModelCache('cpu').get(*webui.choose_model(export=export_dir))
-    result = webui.super_resolve_files(model, [str(broken), str(good)], 512, 'none', '', 0,
-                                       str(tmp_path / 'out'), lambda *a, **k: calls.append(a))
-    assert [name for name, _ in result['failed']] == ['broken.png']
-    assert 'could not read **broken.png**' in result['summary']
-    assert result['files'] == [str(tmp_path / 'out' / 'good_x4.png')]
-    before, after = result['pairs'][0]
-    assert before.shape == after.shape == (32, 48, 3)
-    assert Image.open(result['files'][0]).size == (48, 32)
-    # The good file is the second of two: its tiles fill the second half of the bar.
-    assert calls[0][0] > 0.5 and calls[-1][0] == pytest.approx(1.0)
