@@ -31,7 +31,7 @@ if osp.join(ROOT, 'tools') not in sys.path:
     sys.path.insert(0, osp.join(ROOT, 'tools'))
 
 from icmsr.apis import InferenceCancelled, InputTooLargeError, super_resolve_image  # noqa: E402
-from icmsr.datasets.image_io import load_image_rgb  # noqa: E402
+from icmsr.fileio.image_io import load_image_rgb  # noqa: E402
 from icmsr.utils.color_correction import COLOR_FIX_MODES  # noqa: E402
 from webui_models import ModelChoiceError, ServedModels  # noqa: E402
 from webui_stop import RunningRequests, StopRequest, run_stoppable  # noqa: E402
