@@ -5,7 +5,6 @@ super-resolution path, on one image at a time.
 """
 import dataclasses
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -16,6 +15,7 @@ from PIL import Image
 
 from icmsr.datasets.image_io import load_image_rgb, pil_to_rgb_array
 from icmsr.models.one_step_sr import OneStepSR
+from icmsr.user_errors import check_output_folder
 from icmsr.utils.tiling import TileSettings
 from .inputs import PromptSource, collect_inputs, output_name
 from .model_loading import default_device, init_model
@@ -162,15 +162,10 @@ def check_writable(folder: str) -> None:
         folder: The output folder.
 
     Raises:
-        OSError: naming the folder, when it cannot be created or written.
+        OutputNotWritableError: naming the folder, when it cannot be created or
+            written (an ``OSError``).
     """
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix='.write-check-'):
-            pass
-    except OSError as err:
-        raise OSError(f'Output folder {folder!r} is not writable ({err.strerror or err}); '
-                      'choose another --output.') from err
+    check_output_folder(folder, '--output')
 
 
 class SRInferencer:
