@@ -121,8 +121,11 @@ def _write_problem(folder: str) -> Optional[str]:
         with tempfile.NamedTemporaryFile(dir=folder, prefix='.write-check-'):
             pass
     except OSError as err:
-        if os.path.isfile(folder):
-            return 'it is an existing file, not a folder'
+        parent = os.path.abspath(folder)
+        while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+            parent = os.path.dirname(parent)
+        if os.path.isfile(parent):  # the folder, or a folder above it, is a file
+            return f'{parent!r} is an existing file, not a folder'
         return err.strerror or str(err)
     return None
 

@@ -22,6 +22,8 @@ from icmsr.apis.model_loading import model_config  # noqa: E402
 from icmsr.engine.runner_utils import load_config  # noqa: E402
 from icmsr.models import OneStepSR  # noqa: E402
 from icmsr.registry import register_all_modules  # noqa: E402
+from icmsr.user_errors import (add_debug_flag, check_input_exists,  # noqa: E402
+                               check_output_folder, run_tool)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -42,6 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='allow full unpickling of the checkpoint '
                    '(only for files you trust: unpickling can run code)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
+    add_debug_flag(p)
     return p.parse_args(argv)
 
 
@@ -56,6 +59,9 @@ def main(argv=None) -> int:
     """
     args = parse_args(argv)
     register_all_modules()
+    if '://' not in args.checkpoint:
+        check_input_exists(args.checkpoint, 'checkpoint')
+    check_output_folder(args.out, '--out')
     config = load_config(args.config, args.cfg_options)
     model_cfg = OneStepSR.inference_config(model_config(config))
     try:
@@ -72,4 +78,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -31,6 +31,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
+from icmsr.user_errors import UserError
+
 ENV_VAR = 'ICMSR_METRIC_WEIGHTS'
 
 _PYIQA_BASE = 'https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main'
@@ -92,7 +94,7 @@ _ARCH_MODULES = ('lpips_arch', 'dists_arch', 'fid_arch', 'inception', 'niqe_arch
                  'maniqa_arch', 'clipiqa_arch', 'topiq_arch', 'liqe_arch', 'psnr_arch', 'ssim_arch')
 
 
-class MetricWeightsError(RuntimeError):
+class MetricWeightsError(UserError, RuntimeError):
     """A metric weight file is missing, unreadable, or not the expected network."""
 
 

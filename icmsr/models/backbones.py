@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from icmsr.registry import MODELS
+from icmsr.user_errors import UserError
 
 _HUB_ID = re.compile(r'^[\w.-]+/[\w.-]+$')
 
@@ -43,7 +44,7 @@ _DOWNLOAD_HINT = (
     '($HF_HOME) and keep the hub id. Offline, set HF_HUB_OFFLINE=1 so nothing is retried.')
 
 
-class PretrainedWeightsError(FileNotFoundError):
+class PretrainedWeightsError(UserError, FileNotFoundError):
     """Raised when pretrained weights are neither on disk nor downloadable."""
 
 
