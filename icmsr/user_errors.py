@@ -110,37 +110,51 @@ def check_input_exists(path: str, what: str) -> None:
         raise MissingInputError(f'{what} {path!r} does not exist; check the path.')
 
 
-def _write_problem(folder: str) -> Optional[str]:
-    """Why files cannot be written in ``folder`` (created if missing), or None when they can.
+def _existing_ancestor(folder: str) -> str:
+    """``folder`` itself when it exists, else its nearest existing parent."""
+    path = os.path.abspath(folder)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def _write_problem(folder: str, create: bool) -> Optional[str]:
+    """Why files cannot be written in ``folder``, or None when they can.
 
     A write probe, not ``os.access``: permission bits say nothing for root, and
-    nothing about read-only mounts.
+    nothing about read-only mounts. Without ``create`` a missing folder is judged
+    by its nearest existing parent, and nothing is left behind.
     """
+    probe_dir = folder if create else _existing_ancestor(folder)
+    if os.path.isfile(probe_dir):  # the folder, or a folder above it, is a file
+        return f'{probe_dir!r} is an existing file, not a folder'
     try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix='.write-check-'):
+        if create:
+            os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=probe_dir, prefix='.write-check-'):
             pass
     except OSError as err:
-        parent = os.path.abspath(folder)
-        while not os.path.exists(parent) and os.path.dirname(parent) != parent:
-            parent = os.path.dirname(parent)
-        if os.path.isfile(parent):  # the folder, or a folder above it, is a file
-            return f'{parent!r} is an existing file, not a folder'
+        ancestor = _existing_ancestor(folder)
+        if os.path.isfile(ancestor):
+            return f'{ancestor!r} is an existing file, not a folder'
         return err.strerror or str(err)
     return None
 
 
-def check_output_folder(folder: str, what: str) -> None:
-    """Create ``folder`` and write a probe file there, before any work is done.
+def check_output_folder(folder: str, what: str, create: bool = False) -> None:
+    """Make sure files can be written in ``folder``, before any work is done.
 
     Args:
         folder: The output folder.
         what: The flag or key that named it (``'--output'``).
+        create: Create the folder now; otherwise a missing folder is left missing
+            (so a later failure leaves nothing behind) and its nearest existing
+            parent is probed.
 
     Raises:
         OutputNotWritableError: naming the folder and the flag.
     """
-    problem = _write_problem(folder)
+    problem = _write_problem(folder, create)
     if problem:
         raise OutputNotWritableError(
             f'{what} {folder!r} is not writable as a folder ({problem}); choose another {what}.')
@@ -159,7 +173,7 @@ def check_output_file(path: str, what: str) -> None:
     if os.path.isdir(path):
         raise OutputNotWritableError(f'{what} {path!r} is a folder; give a file name.')
     folder = os.path.dirname(os.path.abspath(path))
-    problem = _write_problem(folder)
+    problem = _write_problem(folder, create=False)
     if problem:
         raise OutputNotWritableError(f'{what} {path!r} is not writable: its folder {folder!r} '
                                      f'is not usable ({problem}); choose another {what}.')

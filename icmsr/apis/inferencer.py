@@ -165,7 +165,7 @@ def check_writable(folder: str) -> None:
         OutputNotWritableError: naming the folder, when it cannot be created or
             written (an ``OSError``).
     """
-    check_output_folder(folder, '--output')
+    check_output_folder(folder, '--output', create=True)
 
 
 class SRInferencer:

@@ -250,7 +250,10 @@ def check_option_keys_accepted(cfg: Dict, cfg_options: Optional[Dict] = None) ->
         cls = _component_class(node['type'])
         if cls is None:
             continue
-        params = inspect.signature(cls.__init__).parameters
+        try:
+            params = inspect.signature(cls.__init__).parameters
+        except (TypeError, ValueError):  # no Python signature to read
+            continue
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) \
                 or key in params:
             continue

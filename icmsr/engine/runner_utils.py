@@ -72,9 +72,9 @@ def load_config(path: str, cfg_options: Optional[Dict] = None) -> Config:
         raise MissingInputError(f'config file {path!r} does not exist; check the path.')
     cfg = Config.fromfile(path)
     file_max_iters = (cfg.get('train_cfg') or {}).get('max_iters')
+    check_option_keys_accepted(cfg, cfg_options)  # its error has the did-you-mean itself
     for message in config_key_warnings(cfg, cfg_options):
         warnings.warn(f'{path}: {message}', ConfigKeyWarning, stacklevel=2)
-    check_option_keys_accepted(cfg, cfg_options)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     check_config_values(cfg)

@@ -103,9 +103,8 @@ def test_train_bad_numbers_name_the_key(guarded, capsys, tiny_root, tmp_path, op
 
 def test_train_misspelled_component_argument(guarded, capsys, tiny_root, tmp_path):
     # Was: the did-you-mean warning, then a TypeError traceback from VSDRegularizer.__init__.
-    with pytest.warns(UserWarning, match="did you mean 'cfg_scale'"):
-        line = _error_line(capsys, guarded('train'), _train(
-            '--cfg-options', 'model.regularizer.cfg_scael=2', work_dir=tmp_path / 'w'))
+    line = _error_line(capsys, guarded('train'), _train(
+        '--cfg-options', 'model.regularizer.cfg_scael=2', work_dir=tmp_path / 'w'))
     assert 'model.regularizer.cfg_scael=2' in line and "did you mean 'cfg_scale'" in line
 
 
@@ -264,3 +263,25 @@ def test_entry_point_exits_2_with_one_line_and_debug_shows_traceback(tmp_path, t
     proc = _script(args + ['--debug'], **env)
     assert proc.returncode == 1
     assert 'Traceback' in proc.stderr and 'ConfigError: train_cfg.max_iters' in proc.stderr
+
+
+def test_output_checks_probe_without_leaving_anything(tmp_path, a_file):
+    from icmsr.user_errors import check_output_file, check_output_folder
+    check_output_folder(str(tmp_path / 'new' / 'deeper'), '--output')
+    check_output_file(str(tmp_path / 'new' / 'metrics.json'), '--out')
+    assert sorted(os.listdir(tmp_path)) == ['a_file.txt']  # no folder, no probe file
+    check_output_folder(str(tmp_path / 'made'), '--output', create=True)
+    assert os.listdir(tmp_path / 'made') == []
+    with pytest.raises(OutputNotWritableError, match=f"'{a_file}' is an existing file"):
+        check_output_folder(str(a_file / 'x' / 'y'), '--output')
+    with pytest.raises(OutputNotWritableError, match='is a folder; give a file name'):
+        check_output_file(str(tmp_path), '--out')
+
+
+@pytest.mark.skipif(not osp.isdir('/proc/self/fd'), reason='needs Linux procfs')
+def test_output_check_refuses_a_place_not_even_root_can_write():
+    # procfs takes no new files whatever the permission bits say, for root too (a write
+    # probe, not os.access, which answers True for root everywhere).
+    from icmsr.user_errors import check_output_folder
+    with pytest.raises(OutputNotWritableError, match="--output '/proc/self/fd' is not writable"):
+        check_output_folder('/proc/self/fd', '--output')
