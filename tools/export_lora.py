@@ -19,6 +19,7 @@ from mmengine.config import DictAction  # noqa: E402
 import icmsr  # noqa: E402,F401  (applies the checkpoint-loading shims)
 from icmsr.apis import export_model, init_model  # noqa: E402
 from icmsr.apis.model_loading import model_config  # noqa: E402
+from icmsr.engine.config_checks import check_pretrained_folders  # noqa: E402
 from icmsr.engine.runner_utils import load_config  # noqa: E402
 from icmsr.models import OneStepSR  # noqa: E402
 from icmsr.registry import register_all_modules  # noqa: E402
@@ -63,6 +64,7 @@ def main(argv=None) -> int:
         check_input_exists(args.checkpoint, 'checkpoint')
     check_output_folder(args.out, '--out')
     config = load_config(args.config, args.cfg_options)
+    check_pretrained_folders(config)
     model_cfg = OneStepSR.inference_config(model_config(config))
     try:
         model = init_model(config, args.checkpoint, device='cpu', dtype='float32', fuse=False,

@@ -17,6 +17,7 @@ from mmengine.config import DictAction  # noqa: E402
 
 import icmsr  # noqa: E402,F401  (applies the checkpoint-loading shims)
 from icmsr.apis import SRInferencer, UntrainedModelError, collect_inputs  # noqa: E402
+from icmsr.engine.config_checks import check_pretrained_folders  # noqa: E402
 from icmsr.engine.runner_utils import load_config  # noqa: E402
 from icmsr.models.base_fingerprint import BaseMismatchError  # noqa: E402
 from icmsr.registry import register_all_modules  # noqa: E402
@@ -95,6 +96,8 @@ def main(argv=None) -> int:
     # The user's paths before the model is built: a mistake there costs seconds, not minutes.
     if args.weights is not None and '://' not in args.weights:
         check_input_exists(args.weights, '--weights')
+    if config is not None and args.base_model is None:
+        check_pretrained_folders(config)
     collect_inputs(args.input, args.recursive)
     check_output_folder(args.output, '--output')
     start = time.perf_counter()

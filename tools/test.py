@@ -15,7 +15,7 @@ from mmengine.dist import is_main_process  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import icmsr  # noqa: E402,F401  (applies the checkpoint-loading shims)
-from icmsr.engine.config_checks import check_data_roots  # noqa: E402
+from icmsr.engine.config_checks import check_data_roots, check_pretrained_folders  # noqa: E402
 from icmsr.engine.dist import init_process_group_for  # noqa: E402
 from icmsr.engine.runner_utils import (add_runner_args, export_local_rank,  # noqa: E402
                                        guard_checkpoint_loading, load_config, set_work_dir)
@@ -65,6 +65,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.out:
         check_output_file(args.out, '--out')
     check_data_roots(cfg, ['test_dataloader'])
+    check_pretrained_folders(cfg)
     init_process_group_for(args.launcher, cfg)  # gloo without CUDA; the Runner reuses it
     cfg.launcher = args.launcher
     cfg.load_from = args.checkpoint

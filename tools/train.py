@@ -15,7 +15,7 @@ go_offline_if_unreachable()
 from mmengine.runner import Runner  # noqa: E402
 
 import icmsr  # noqa: E402,F401  (applies the checkpoint-loading shims)
-from icmsr.engine.config_checks import check_data_roots  # noqa: E402
+from icmsr.engine.config_checks import check_data_roots, check_pretrained_folders  # noqa: E402
 from icmsr.engine.dist import init_process_group_for  # noqa: E402
 from icmsr.engine.runner_utils import (add_runner_args, enable_amp,  # noqa: E402
                                        export_local_rank, guard_checkpoint_loading,
@@ -80,6 +80,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     prepare_tiny_data(cfg)
     check_data_roots(cfg, ['train_dataloader', 'val_dataloader'] if cfg.get('val_cfg')
                      else ['train_dataloader'])
+    check_pretrained_folders(cfg)
     init_process_group_for(args.launcher, cfg)  # gloo without CUDA; the Runner reuses it
     cfg.launcher = args.launcher
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

@@ -23,6 +23,8 @@ is built, with a :class:`~icmsr.user_errors.ConfigError` naming the key:
   to a component (a dict with ``type``) whose constructor takes no such argument
   (``model.regularizer.cfg_scael=2``).
 * :func:`check_data_roots`: the dataset folders of the dataloaders a run builds exist.
+* :func:`check_pretrained_folders`: every local ``from_pretrained`` folder of the
+  model exists (hub ids are left to the build).
 """
 import difflib
 import inspect
@@ -323,3 +325,28 @@ def check_data_roots(cfg: Dict, dataloader_keys: Sequence[str]) -> None:
         raise MissingInputError(
             '; '.join(problems) + '. Put the data there, or point the config at it '
             '(its data root variables, or --cfg-options KEY=PATH).')
+
+
+def check_pretrained_folders(cfg: Dict) -> None:
+    """Check the model's local ``from_pretrained`` folders (and subfolders) before it is built.
+
+    Args:
+        cfg: The merged config (its ``model``).
+
+    Raises:
+        PretrainedWeightsError: naming the first missing folder's key, with how to
+            get the weights (a :class:`~icmsr.user_errors.UserError`).
+    """
+    from icmsr.models.backbones import PretrainedWeightsError, local_weights_problem
+    model = cfg.get('model')
+    for path, value in _walk(model.to_dict() if hasattr(model, 'to_dict') else model or {},
+                             ('model', )):
+        if path[-1] != 'from_pretrained' or not isinstance(value, str):
+            continue
+        parent = model
+        for part in path[1:-1]:
+            parent = _lookup(parent, part)
+        key = '.'.join(path)
+        problem = local_weights_problem(key, value, parent.get('subfolder'))
+        if problem:
+            raise PretrainedWeightsError(problem)

@@ -188,6 +188,22 @@ def test_infer_missing_weights_and_bad_option(guarded, capsys, photo, tmp_path):
     assert "model.test_cfg.tile_size='abc' must be an integer" in line
 
 
+def test_missing_pretrained_folder_is_named_before_the_build(guarded, capsys, photo, tmp_path,
+                                                            monkeypatch):
+    # The paper's config with ICMSR_SD14 pointing at a folder that is not there: was a
+    # one-liner only after the Runner's config dump (~390 lines); now before anything.
+    monkeypatch.setenv('ICMSR_SD14', str(tmp_path / 'sd14'))
+    args = ['--config', osp.join(ROOT, 'configs', 'icmsr_multi.py'), '--allow-untrained',
+            '--input', str(photo), '--output', str(tmp_path / 'o')]
+    line = _error_line(capsys, guarded('infer'), args)
+    assert (f"model.unet.from_pretrained: local folder '{tmp_path / 'sd14'}' (subfolder 'unet') "
+            'does not exist') in line
+    assert 'ICMSR_SD14=' in line  # and how to point the config at the weights
+    (tmp_path / 'sd14').mkdir()
+    line = _error_line(capsys, guarded('infer'), args)
+    assert f"'{tmp_path / 'sd14'}' (subfolder 'unet') has no subfolder 'unet'" in line
+
+
 def test_export_missing_checkpoint_and_out_on_a_file(guarded, capsys, tmp_path, a_file):
     line = _error_line(capsys, guarded('export_lora'), [
         str(tmp_path / 'iter_6.pth'), '--config', TINY, '--out', str(tmp_path / 'exp')])
