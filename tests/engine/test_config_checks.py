@@ -23,15 +23,17 @@ def test_values_are_checked_by_key_name_anywhere():
                test_dataloader=[dict(batch_size=1), dict(batch_size=True)],
                model=dict(loss_weights=dict(l2=1, lpips='2'), test_cfg=dict(tile_overlap=-8)),
                param_scheduler=[dict(begin=0, end=2.5)],
-               custom_hooks=[dict(type='X', end='never')])  # `end` outside schedulers: free
+               custom_hooks=[dict(type='X', end='never')],  # `end` outside schedulers: free
+               train_pipeline=[dict(crop_size=(64, 48)), dict(crop_size=[64, 'x'])])
     with pytest.raises(ConfigError) as err:
         check_config_values(cfg)
     assert str(err.value) == (
         'test_dataloader.1.batch_size=True must be an integer; '
         "model.loss_weights.lpips='2' must be a number; "
         'model.test_cfg.tile_overlap=-8 must be at least 0; '
-        'param_scheduler.0.end=2.5 must be an integer '
-        '(fix the config file or the --cfg-options value)')
+        'param_scheduler.0.end=2.5 must be an integer; '
+        "train_pipeline.1.crop_size=[64, 'x'] must be an integer or a list of integers of "
+        'at least 1 (fix the config file or the --cfg-options value)')
 
 
 def test_option_keys_are_checked_only_where_a_constructor_says_so():
