@@ -32,7 +32,8 @@ from typing import List, Optional
 from icmsr.evaluation.reports import (load_summaries, make_summary, markdown_table, write_json,
                                      write_table)
 from icmsr.evaluation.scorers import DEFAULT_METRICS, canonical_name
-from icmsr.evaluation.weights import MetricWeightsError, check_weights_available
+from icmsr.evaluation.weights import check_weights_available
+from icmsr.user_errors import add_debug_flag, check_input_exists, check_output_folder, run_tool
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -64,6 +65,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--merge', nargs='+', metavar='JSON',
                    help='merge these summary JSONs into one Markdown table and exit')
     p.add_argument('--table-out', default=None, help='with --merge: write the table here')
+    add_debug_flag(p)
     args = p.parse_args(argv)
     if args.merge:
         return args
@@ -100,18 +102,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     """
     args = parse_args(argv)
     if args.merge:
+        for path in args.merge:
+            check_input_exists(path, '--merge')
         table = markdown_table(load_summaries(args.merge))
         if args.table_out:
             write_table(args.table_out, table)
         print(table)
         return 0
     from icmsr.evaluation.folder_eval import evaluate_folder
-    try:  # every metric's weights, FID included, before the first image is scored
-        check_weights_available(args.metrics, args.weights)
-    except MetricWeightsError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
+    for flag, folders in (('--pred', args.pred), ('--gt', args.gt or [])):
+        for folder in folders:
+            check_input_exists(folder, flag)
+    # Every metric's weights, FID included, before the first image is scored.
+    check_weights_available(args.metrics, args.weights)
     method = args.name or os.path.basename(os.path.normpath(args.pred[0]))
+    check_output_folder(args.out, '--out')
     out_dir = os.path.join(args.out, method)
     gts = args.gt or [None] * len(args.pred)
     names = args.datasets or [_dataset_name(g, p) for p, g in zip(args.pred, gts)]
@@ -154,4 +159,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -19,8 +19,11 @@ from mmengine.config import DictAction  # noqa: E402
 import icmsr  # noqa: E402,F401  (applies the checkpoint-loading shims)
 from icmsr.apis import export_model, init_model  # noqa: E402
 from icmsr.apis.model_loading import model_config  # noqa: E402
+from icmsr.engine.config_checks import check_pretrained_folders  # noqa: E402
 from icmsr.engine.runner_utils import load_config  # noqa: E402
 from icmsr.models import OneStepSR  # noqa: E402
+from icmsr.user_errors import (add_debug_flag, check_input_exists,  # noqa: E402
+                               check_output_folder, run_tool)
 from icmsr.utils.setup_env import register_all_modules  # noqa: E402
 
 
@@ -42,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help='allow full unpickling of the checkpoint '
                    '(only for files you trust: unpickling can run code)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
+    add_debug_flag(p)
     return p.parse_args(argv)
 
 
@@ -56,7 +60,11 @@ def main(argv=None) -> int:
     """
     args = parse_args(argv)
     register_all_modules()
+    if '://' not in args.checkpoint:
+        check_input_exists(args.checkpoint, 'checkpoint')
+    check_output_folder(args.out, '--out')
     config = load_config(args.config, args.cfg_options)
+    check_pretrained_folders(config)
     model_cfg = OneStepSR.inference_config(model_config(config))
     try:
         model = init_model(config, args.checkpoint, device='cpu', dtype='float32', fuse=False,
@@ -72,4 +80,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -12,11 +12,15 @@ from icmsr.utils.network import go_offline_if_unreachable
 # Before the hub libraries read HF_HUB_OFFLINE: offline, fail at once instead of retrying.
 go_offline_if_unreachable()
 
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
 
 import icmsr  # noqa: E402,F401  (applies the checkpoint-loading shims)
-from icmsr.apis import SRInferencer, UntrainedModelError  # noqa: E402
+from icmsr.apis import SRInferencer, UntrainedModelError, collect_inputs  # noqa: E402
+from icmsr.engine.config_checks import check_pretrained_folders  # noqa: E402
+from icmsr.engine.runner_utils import load_config  # noqa: E402
 from icmsr.models.base_fingerprint import BaseMismatchError  # noqa: E402
+from icmsr.user_errors import (add_debug_flag, check_input_exists,  # noqa: E402
+                               check_output_folder, run_tool)
 from icmsr.utils.setup_env import register_all_modules  # noqa: E402
 from icmsr.utils.color_correction import COLOR_FIX_MODES  # noqa: E402
 from icmsr.utils.tiling import BLEND_MODES  # noqa: E402
@@ -72,6 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--skip-existing', action='store_true', help='do not redo outputs that exist')
     p.add_argument('--no-progress', action='store_true', help='no progress bars')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
+    add_debug_flag(p)
     return p.parse_args(argv)
 
 
@@ -86,15 +91,18 @@ def main(argv=None) -> int:
     """
     args = parse_args(argv)
     register_all_modules()
-    config = None
-    if args.config:
-        config = Config.fromfile(args.config)
-        if args.cfg_options:
-            config.merge_from_dict(args.cfg_options)
+    config = load_config(args.config, args.cfg_options) if args.config else None
     if args.weights is None and not args.allow_untrained:
         print('error: --weights is required (a checkpoint or an export folder); pass '
               '--allow-untrained to run the untrained LoRA on purpose.', file=sys.stderr)
         return 2
+    # The user's paths before the model is built: a mistake there costs seconds, not minutes.
+    if args.weights is not None and '://' not in args.weights:
+        check_input_exists(args.weights, '--weights')
+    if config is not None and args.base_model is None:
+        check_pretrained_folders(config)
+    collect_inputs(args.input, args.recursive)
+    check_output_folder(args.output, '--output')
     start = time.perf_counter()
     print('building the model ...', flush=True)
     tiles = {k: getattr(args, k) for k in ('tile_size', 'tile_overlap', 'vae_tile_size',
@@ -117,4 +125,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -5,7 +5,6 @@ of inference.
 """
 import dataclasses
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import torch
 
 from icmsr.fileio.image_io import ImageLoadError, MultiFrameWarning, load_image
 from icmsr.models.one_step_sr import OneStepSR
+from icmsr.user_errors import check_output_folder
 from icmsr.utils.tiling import TileSettings
 from .image_sr import InferenceCancelled, super_resolve_image
 from .inputs import PromptSource, collect_inputs, output_name
@@ -97,15 +97,10 @@ def check_writable(folder: str) -> None:
         folder: The output folder.
 
     Raises:
-        OSError: naming the folder, when it cannot be created or written.
+        OutputNotWritableError: naming the folder, when it cannot be created or
+            written (an ``OSError``).
     """
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix='.write-check-'):
-            pass
-    except OSError as err:
-        raise OSError(f'Output folder {folder!r} is not writable ({err.strerror or err}); '
-                      'choose another --output.') from err
+    check_output_folder(folder, '--output', create=True)
 
 
 class SRInferencer:

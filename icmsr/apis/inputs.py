@@ -9,6 +9,7 @@ from icmsr.fileio.captions import load_captions, lookup_caption, read_caption_fo
 # decoding is attempted for every listed file and failures are reported per file.
 from icmsr.fileio.file_lists import is_hidden, scan_images
 from icmsr.fileio.image_io import IMAGE_EXTENSIONS, INPUT_EXTENSIONS
+from icmsr.user_errors import MissingInputError
 
 _GLOB_CHARS = set('*?[')
 
@@ -26,7 +27,8 @@ def collect_inputs(spec: str, recursive: bool = False) -> List[Tuple[str, str]]:
         Sorted pairs; the second item is the name to write under the output folder.
 
     Raises:
-        FileNotFoundError: Nothing exists at ``spec`` or nothing matches it.
+        MissingInputError: Nothing exists at ``spec`` or nothing matches it (a
+            ``FileNotFoundError``).
     """
     spec = os.path.expanduser(spec)
     if os.path.isfile(spec):
@@ -34,17 +36,17 @@ def collect_inputs(spec: str, recursive: bool = False) -> List[Tuple[str, str]]:
     if os.path.isdir(spec):
         rels = scan_images(spec, recursive=recursive, extensions=INPUT_EXTENSIONS)
         if not rels:
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f'Input folder {spec!r} holds no image files ({", ".join(INPUT_EXTENSIONS)}).')
         return [(os.path.join(spec, r), r) for r in rels]
     if _GLOB_CHARS & set(spec):
         files = sorted(p for p in glob.glob(spec, recursive=True)
                        if os.path.isfile(p) and not is_hidden(os.path.basename(p)))
         if not files:
-            raise FileNotFoundError(f'Glob pattern {spec!r} matches no file.')
+            raise MissingInputError(f'Glob pattern {spec!r} matches no file.')
         root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in files])
         return [(p, os.path.relpath(os.path.abspath(p), root)) for p in files]
-    raise FileNotFoundError(f'Input {spec!r} is neither a file, a folder nor a glob pattern that matches.')
+    raise MissingInputError(f'Input {spec!r} is neither a file, a folder nor a glob pattern that matches.')
 
 
 def output_name(rel_name: str, ext: Optional[str] = None) -> str:
@@ -91,7 +93,7 @@ class PromptSource:
         elif os.path.isfile(captions):
             self.table = load_captions(captions)
         else:
-            raise FileNotFoundError(f'Caption source {captions!r} is neither a folder nor a file.')
+            raise MissingInputError(f'Caption source {captions!r} is neither a folder nor a file.')
 
     def __call__(self, path: str) -> str:
         """Prompt for the image at ``path``.

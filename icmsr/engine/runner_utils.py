@@ -15,7 +15,10 @@ from mmengine.config import Config
 from icmsr.compat import (checkpoint_refusal_message, trusted_checkpoint_loading,
                           untrusted_checkpoint_loading)
 from icmsr.engine.checkpoint_io import checkpoint_problem, resolve_resume
-from icmsr.engine.config_checks import config_key_warnings, follow_max_iters
+from icmsr.engine.config_checks import (check_config_values, check_option_keys_accepted,
+                                        config_key_warnings, follow_max_iters)
+from icmsr.user_errors import (ConfigError, MissingInputError, UnusableInputError,
+                               add_debug_flag)
 
 class ConfigKeyWarning(UserWarning):
     """A config key or ``--cfg-options`` path that nothing is likely to read."""
@@ -24,7 +27,8 @@ class ConfigKeyWarning(UserWarning):
 def add_runner_args(parser: argparse.ArgumentParser, cfg_example: str) -> None:
     """Add the flags every Runner tool shares (as MMEngine's tools name them).
 
-    ``--trust-checkpoint``, ``--cfg-options``, ``--launcher`` and torchrun's ``--local-rank``.
+    ``--trust-checkpoint``, ``--cfg-options``, ``--launcher``, torchrun's ``--local-rank``
+    and ``--debug`` (tracebacks of user errors, :mod:`icmsr.user_errors`).
 
     Args:
         parser: the tool's parser.
@@ -40,15 +44,18 @@ def add_runner_args(parser: argparse.ArgumentParser, cfg_example: str) -> None:
                         help='job launcher (pytorch = torchrun)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=None,
                         help=argparse.SUPPRESS)
+    add_debug_flag(parser)
 
 
 def load_config(path: str, cfg_options: Optional[Dict] = None) -> Config:
-    """Read a config, warn about likely typos, merge ``--cfg-options``, keep the schedule in step.
+    """Read a config, check it, merge ``--cfg-options``, keep the schedule in step.
 
     The rules are those of :mod:`icmsr.engine.config_checks`: misspelled keys
     and option paths warn with a "did you mean" suggestion
-    (:class:`ConfigKeyWarning`), and ``train_cfg.max_iters=N`` moves scheduler
-    ends/``T_max`` (and ``val_interval``) that equalled the file's ``max_iters``.
+    (:class:`ConfigKeyWarning`); an option a component cannot take and a
+    numeric key of the wrong type stop with a :class:`ConfigError`; and
+    ``train_cfg.max_iters=N`` moves scheduler ends/``T_max`` (and
+    ``val_interval``) that equalled the file's ``max_iters``.
 
     Args:
         path: Config file.
@@ -56,13 +63,21 @@ def load_config(path: str, cfg_options: Optional[Dict] = None) -> Config:
 
     Returns:
         The merged config.
+
+    Raises:
+        MissingInputError: ``path`` does not exist.
+        ConfigError: An option or value that cannot work (named).
     """
+    if not osp.isfile(path):
+        raise MissingInputError(f'config file {path!r} does not exist; check the path.')
     cfg = Config.fromfile(path)
     file_max_iters = (cfg.get('train_cfg') or {}).get('max_iters')
+    check_option_keys_accepted(cfg, cfg_options)  # its error has the did-you-mean itself
     for message in config_key_warnings(cfg, cfg_options):
         warnings.warn(f'{path}: {message}', ConfigKeyWarning, stacklevel=2)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    check_config_values(cfg)
     for change in follow_max_iters(cfg, file_max_iters, cfg_options):
         print(f'train_cfg.max_iters changed: {change} (schedule ends follow max_iters)')
     return cfg
@@ -88,24 +103,25 @@ def enable_amp(cfg: Config) -> None:
         cfg: A training config with ``optim_wrapper``.
 
     Raises:
-        ValueError: When a wrapper type has no known AMP twin.
-        RuntimeError: When the machine has no CUDA device (AMP with loss scaling
-            needs one; MMEngine would stop with a bare ``AssertionError``).
+        ConfigError: When a wrapper type has no known AMP twin (a ``ValueError``).
+        UnusableInputError: When the machine has no CUDA device (AMP with loss
+            scaling needs one; MMEngine would stop with a bare ``AssertionError``);
+            a ``RuntimeError``.
     """
     if not amp_device_available():
-        raise RuntimeError(
+        raise UnusableInputError(
             '--amp needs a CUDA GPU: mixed precision with dynamic loss scaling runs on CUDA '
             '(or NPU/MLU/MUSA) devices only, and this machine has none '
             '(torch.cuda.is_available() is False). Train without --amp on CPU.')
     if 'optim_wrapper' not in cfg:
-        raise ValueError('--amp: the config has no `optim_wrapper` to switch to AMP.')
+        raise ConfigError('--amp: the config has no `optim_wrapper` to switch to AMP.')
     amp_types = set(AMP_TWINS.values())
     for entry in _wrapper_entries(cfg.optim_wrapper):
         kind = entry.get('type', 'OptimWrapper')
         if kind in amp_types:
             continue
         if kind not in AMP_TWINS:
-            raise ValueError(
+            raise ConfigError(
                 f'--amp: optim wrapper type {kind!r} has no AMP version; known: '
                 f'{sorted(AMP_TWINS)}. Set the AMP type in the config instead.')
         entry['type'] = AMP_TWINS[kind]
@@ -136,25 +152,36 @@ def set_resume(cfg: Config, resume: Optional[str]) -> None:
         resume: ``None`` (no resume), ``'auto'``, or a checkpoint path.
 
     Raises:
-        FileNotFoundError: An explicit path does not exist, or ``last_checkpoint``
-            is empty or dangling.
-        RuntimeError: The explicit checkpoint, or every checkpoint of the work
-            dir, is truncated or unreadable.
+        MissingInputError: An explicit path does not exist, or ``last_checkpoint``
+            is empty or dangling (a ``FileNotFoundError``).
+        UnusableInputError: The explicit checkpoint, or every checkpoint of the
+            work dir, is truncated or unreadable (a ``RuntimeError``).
     """
     if resume is None:
         return
     cfg.resume = True
     if resume == 'auto':
         work_dir = cfg.get('work_dir')
-        cfg.load_from = resolve_resume(work_dir) if work_dir else None
+        try:
+            cfg.load_from = resolve_resume(work_dir) if work_dir else None
+        except FileNotFoundError as err:  # checkpoint_io's messages name the work dir
+            raise MissingInputError(_flagged('--resume', err)) from err
+        except RuntimeError as err:
+            raise UnusableInputError(_flagged('--resume', err)) from err
         return
     if '://' not in resume:
         if not osp.isfile(resume):
-            raise FileNotFoundError(f'--resume: checkpoint {resume!r} does not exist.')
+            raise MissingInputError(f'--resume: checkpoint {resume!r} does not exist.')
         problem = checkpoint_problem(resume)
         if problem is not None:
-            raise RuntimeError(f'--resume: checkpoint {resume} is unreadable: {problem}.')
+            raise UnusableInputError(f'--resume: checkpoint {resume} is unreadable: {problem}.')
     cfg.load_from = resume
+
+
+def _flagged(flag: str, err: Exception) -> str:
+    """``err``'s message, starting with ``flag`` (once)."""
+    message = str(err)
+    return message if message.startswith(flag) else f'{flag}: {message}'
 
 
 def set_work_dir(cfg: Config, work_dir: Optional[str], config_path: str) -> None:

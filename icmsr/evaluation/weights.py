@@ -31,6 +31,8 @@ from typing import Dict, Iterator, List, Optional, Sequence
 from icmsr.fileio.digest import file_sha256
 from icmsr.utils.environ import temporary_environ
 
+from icmsr.user_errors import UserError
+
 ENV_VAR = 'ICMSR_METRIC_WEIGHTS'
 
 _PYIQA_BASE = 'https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main'
@@ -97,7 +99,7 @@ HF_FILES: Dict[str, List[tuple]] = {
 _NON_STRICT = ('lpips', 'dists')
 
 
-class MetricWeightsError(RuntimeError):
+class MetricWeightsError(UserError, RuntimeError):
     """A metric weight file is missing, unreadable, or not the expected network."""
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from icmsr.registry import MODELS
+from icmsr.user_errors import UserError
 
 _HUB_ID = re.compile(r'^[\w.-]+/[\w.-]+$')
 
@@ -42,7 +43,7 @@ _DOWNLOAD_HINT = (
     '($HF_HOME) and keep the hub id. Offline, set HF_HUB_OFFLINE=1 so nothing is retried.')
 
 
-class PretrainedWeightsError(FileNotFoundError):
+class PretrainedWeightsError(UserError, FileNotFoundError):
     """Raised when pretrained weights are neither on disk nor downloadable."""
 
 
@@ -65,20 +66,39 @@ def resolve_dtype(dtype: Optional[Any]) -> Optional[torch.dtype]:
     return getattr(torch, name)
 
 
+def local_weights_problem(what: str, path: str, subfolder: Optional[str]) -> Optional[str]:
+    """Why ``from_pretrained=path`` cannot load from disk, or None (found, or a hub id).
+
+    A path that is no local folder counts as a hub id when it looks like one
+    (``owner/name``); the hub itself is not asked.
+
+    Args:
+        what: The component, for the message (``'UNet'``).
+        path: The ``from_pretrained`` value.
+        subfolder: Its ``subfolder``, or None.
+
+    Returns:
+        A message naming the folder and how to get the weights, or None.
+    """
+    where = f"'{path}'" + (f" (subfolder '{subfolder}')" if subfolder else '')
+    local = os.path.isdir(os.path.expanduser(path))
+    if not local and not _HUB_ID.match(path):
+        return f'{what}: local folder {where} does not exist. {_DOWNLOAD_HINT}'
+    if local and subfolder and not os.path.isdir(os.path.join(os.path.expanduser(path),
+                                                              subfolder)):
+        return f'{what}: {where} has no subfolder {subfolder!r}. {_DOWNLOAD_HINT}'
+    return None
+
+
 def _load_pretrained(loader: Callable[..., Any], what: str, path: str,
                      subfolder: Optional[str], **kwargs: Any) -> Any:
     """Call ``loader(path, subfolder=..., **kwargs)`` with one clear error on failure."""
     where = f"'{path}'" + (f" (subfolder '{subfolder}')" if subfolder else '')
-    local = os.path.isdir(os.path.expanduser(path))
-    if not local and not _HUB_ID.match(path):
-        raise PretrainedWeightsError(
-            f'{what}: local folder {where} does not exist. {_DOWNLOAD_HINT}')
-    if local:
+    problem = local_weights_problem(what, path, subfolder)
+    if problem:
+        raise PretrainedWeightsError(problem)
+    if os.path.isdir(os.path.expanduser(path)):
         path = os.path.expanduser(path)
-        folder = os.path.join(path, subfolder) if subfolder else path
-        if not os.path.isdir(folder):
-            raise PretrainedWeightsError(
-                f'{what}: {where} has no subfolder {subfolder!r}. {_DOWNLOAD_HINT}')
     if subfolder:
         kwargs['subfolder'] = subfolder
     try:

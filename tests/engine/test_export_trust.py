@@ -3,8 +3,10 @@ import importlib.util
 import os
 import os.path as osp
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY = osp.join(ROOT, 'configs', 'icmsr_tiny.py')
@@ -46,6 +48,8 @@ def test_infer_refuses_foreign_pickles_with_our_flag(tmp_path, monkeypatch, caps
     ckpt = str(tmp_path / 'foreign.pth')
     torch.save({'state_dict': {}, 'obj': _Payload()}, ckpt)
     (tmp_path / 'in').mkdir()
+    # An image to work on: an empty --input folder is refused before the model is built.
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / 'in' / 'a.png')
     spec = importlib.util.spec_from_file_location('infer_tool', osp.join(ROOT, 'tools', 'infer.py'))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)

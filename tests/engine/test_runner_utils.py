@@ -9,6 +9,7 @@ from mmengine.config import Config
 from icmsr.engine import runner_utils
 from icmsr.engine.runner_utils import (ConfigKeyWarning, enable_amp, guard_checkpoint_loading,
                                        load_config, set_resume, set_work_dir)
+from icmsr.user_errors import ConfigError
 
 
 def _cfg():
@@ -116,10 +117,17 @@ def test_misspelled_cfg_options_path_warns_did_you_mean(tmp_path):
     with pytest.warns(ConfigKeyWarning, match="'trian_cfg' does not exist.*did you mean 'train_cfg'"):
         cfg = load_config(path, {'trian_cfg.max_iters': 3})
     assert cfg.train_cfg.max_iters == 200  # the observed failure: 200 iterations would run
-    with pytest.warns(ConfigKeyWarning, match="'max_iter' does not exist in train_cfg.*'max_iters'"):
+    # A component (a dict with a registered `type`) whose constructor cannot take the key:
+    # an error naming the option and the closest argument, before anything is built.
+    with pytest.raises(ConfigError, match="train_cfg.max_iter=3: IterBasedTrainLoop "
+                                          r"\(train_cfg\) takes no argument 'max_iter'; "
+                                          "did you mean 'max_iters'"):
         load_config(path, {'train_cfg.max_iter': 3})
-    with pytest.warns(ConfigKeyWarning, match="'lrr' does not exist in optim_wrapper.optimizer"):
+    with pytest.raises(ConfigError, match="AdamW .* takes no argument 'lrr'; did you mean 'lr'"):
         load_config(path, {'optim_wrapper.optimizer.lrr': 3})
+    # A dict without `type` cannot be checked: the warning stays a warning.
+    with pytest.warns(ConfigKeyWarning, match="'chanels' does not exist in tiny_unet"):
+        load_config(path, {'tiny_unet.chanels': 3})
 
 
 def test_misspelled_top_level_key_warns_but_config_variables_do_not(tmp_path, recwarn):

@@ -123,8 +123,9 @@ def test_missing_weights_without_folder_fail_before_scoring_fid_included(tmp_pat
     Image.fromarray(_rgb(0)).save(gt / 'a.png')
     Image.fromarray(_rgb(0)).save(pred / 'a.png')
     out = tmp_path / 'reports'
-    code = eval_folder.main(['--pred', str(pred), '--gt', str(gt), '--metrics', 'psnr', 'fid',
-                             '--out', str(out), '--no-progress', '--device', 'cpu'])
+    code = eval_folder.run_tool(eval_folder.main, [
+        '--pred', str(pred), '--gt', str(gt), '--metrics', 'psnr', 'fid', '--out', str(out),
+        '--no-progress', '--device', 'cpu'])
     err = capsys.readouterr().err
     assert code == 2
     assert '1 metric weight file(s) missing in ' + str(tmp_path / 'empty_torch_home') in err

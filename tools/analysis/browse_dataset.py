@@ -19,8 +19,10 @@ import torch  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 from mmengine.dataset import pseudo_collate  # noqa: E402
 
+from icmsr.engine.config_checks import check_data_roots  # noqa: E402
 from icmsr.engine.runner_utils import load_config  # noqa: E402
 from icmsr.engine.visualization_hook import CONDITION_LABELS, sr_grid  # noqa: E402
+from icmsr.user_errors import add_debug_flag, run_tool  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -42,6 +44,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--seed', type=int, default=0, help='seed of crops and degradations')
     p.add_argument('--device', default='cpu', help='device of the degradation (default cpu)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
+    add_debug_flag(p)
     args = p.parse_args(argv)
     if args.num < 1 or args.per_grid < 1:
         p.error('--num and --per-grid must be positive')
@@ -64,6 +67,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from icmsr.utils.atomic_io import atomic_save_image
     register_all_modules()
     cfg = load_config(args.config, args.cfg_options)
+    check_data_roots(cfg, ['train_dataloader'])
     set_random_seed(args.seed)
     dataset = DATASETS.build(cfg.train_dataloader.dataset)
     # The model's training preprocessing (its degradation and the extractor of its condition
@@ -98,4 +102,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -15,6 +15,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from mmengine.config import DictAction  # noqa: E402
 
 from icmsr.engine.runner_utils import load_config  # noqa: E402
+from icmsr.user_errors import add_debug_flag, run_tool  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -31,6 +32,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help='override config keys, e.g. train_cfg.max_iters=1000')
     p.add_argument('--save-path', help='also write the merged config here (.py/.json/.yaml)')
+    add_debug_flag(p)
     return p.parse_args(argv)
 
 
@@ -64,4 +66,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))
