@@ -150,8 +150,9 @@ def test_every_caller_goes_through_the_front_door(tiny_model, tmp_path, monkeypa
     SRInferencer(model=tiny_model, seed=4, color_fix='none')(str(tmp_path / 'p.png'), str(tmp_path / 'cli'),
                                           progress=False)
     webui = load_tool('tools/webui.py')
-    result = webui.super_resolve_files(tiny_model, [str(tmp_path / 'p.png')], 128, 'none', '', 4,
-                                       str(tmp_path / 'web'))
+    from webui_stop import StopRequest
+    result = webui.super_resolve_files(tiny_model, [str(tmp_path / 'p.png')], tiny_model.tiles, 'none',
+                                       '', 4, str(tmp_path / 'web'), 10 ** 6, StopRequest())
     assert len(runs) == 3
     assert np.array_equal(np.asarray(Image.open(tmp_path / 'cli' / 'p.png')), ref)
     assert np.array_equal(result['pairs'][0][1], ref) and np.array_equal(
