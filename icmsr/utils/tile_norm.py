@@ -191,8 +191,9 @@ class SharedGroupNorm:
             spatial = self._spatial(x[i * batch:(i + 1) * batch], tile)
             rows, cols = self._core_slices(tile, spatial.shape[-2], spatial.shape[-1])
             core = spatial[:, :, rows, cols].reshape(batch, module.num_groups, -1).double()
+            # A core may round to nothing on a coarse layer; its neighbours own those positions.
             part = torch.stack([core.sum(-1), core.square().sum(-1),
-                                torch.full_like(core[..., 0], core.shape[-1])])
+                                core.new_full(core.shape[:2], core.shape[-1])])
             self._sums = part if self._sums is None else self._sums + part
 
     def _hook(self, module: nn.GroupNorm, inputs: Tuple[torch.Tensor, ...],

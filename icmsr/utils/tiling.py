@@ -237,6 +237,9 @@ def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], til
     return out.div_(sum_y.to(device)[:, None]).div_(sum_x.to(device)).to(out_dtype)
 
 
+NORM_STATS = ('image', 'tile')
+
+
 @dataclass
 class TileSettings:
     """Tiling of the three generator stages, in output (HQ) pixels.
@@ -249,6 +252,11 @@ class TileSettings:
             most memory-hungry stage; lower this first when memory is short).
         vae_overlap: Overlap of neighbouring VAE tiles.
         blend: Blend window, one of :data:`icmsr.utils.tiling.BLEND_MODES`.
+        tile_batch: Tiles per network call (throughput on a GPU; memory grows with it).
+        norm_stats: ``'image'``: every GroupNorm of the VAE and the UNet uses the
+            statistics of the whole image, so tiles change the memory, not the picture
+            (:mod:`icmsr.utils.tile_norm`; one partial pass per GroupNorm layer);
+            ``'tile'``: each tile normalises itself (faster, the tile grid shows).
     """
 
     tile_size: int = 512
@@ -256,9 +264,11 @@ class TileSettings:
     vae_tile_size: int = 512
     vae_overlap: int = 64
     blend: str = 'gaussian'
+    tile_batch: int = 1
+    norm_stats: str = 'image'
 
     def validate(self) -> None:
-        """Raise ``ValueError`` on sizes the VAE grid cannot honour."""
+        """Raise ``ValueError`` naming the key on a setting the tiling cannot honour."""
         for name in ('tile_size', 'tile_overlap', 'vae_tile_size', 'vae_overlap'):
             value = getattr(self, name)
             if value < 0 or value % VAE_FACTOR:
@@ -267,6 +277,10 @@ class TileSettings:
             raise ValueError('Tile sizes must exceed their overlaps.')
         if self.blend not in BLEND_MODES:
             raise ValueError(f'blend={self.blend!r}; choose one of {BLEND_MODES}.')
+        if not isinstance(self.tile_batch, int) or self.tile_batch < 1:
+            raise ValueError(f'tile_batch={self.tile_batch!r} must be an integer >= 1.')
+        if self.norm_stats not in NORM_STATS:
+            raise ValueError(f'norm_stats={self.norm_stats!r}; choose one of {NORM_STATS}.')
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
