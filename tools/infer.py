@@ -63,6 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--vae-tile-size', type=int, help='VAE encoder/decoder tile in output pixels (default 512)')
     p.add_argument('--vae-overlap', type=int, help='VAE tile overlap in output pixels (default 64)')
     p.add_argument('--blend', choices=BLEND_MODES, help='tile blending window (default gaussian)')
+    p.add_argument('--tile-batch', type=int, help='tiles per network call (default 1)')
+    p.add_argument('--norm-stats', choices=('image', 'tile'), help='GroupNorm statistics of '
+                   'tiles: whole image (default; tiles do not show) or per tile (faster)')
     p.add_argument('--seed', type=int, default=0, help='seed set before every image')
     p.add_argument('--ext', help='output extension (png, jpg, ...); default: keep the input\'s')
     p.add_argument('--recursive', action='store_true', help='descend into sub-folders')
@@ -104,7 +107,8 @@ def main(argv=None) -> int:
         print(f'error: {err}', file=sys.stderr)
         return 2
     given = {k: getattr(args, k) for k in ('tile_size', 'tile_overlap', 'vae_tile_size',
-                                           'vae_overlap', 'blend') if getattr(args, k) is not None}
+                                           'vae_overlap', 'blend', 'tile_batch', 'norm_stats')
+             if getattr(args, k) is not None}
     inferencer.tiles = dataclasses.replace(inferencer.tiles, **given)
     inferencer.tiles.validate()
     print(f'model ready in {time.perf_counter() - start:.1f} s', flush=True)

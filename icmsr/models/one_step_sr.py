@@ -46,7 +46,7 @@ def resize_to(img: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         return img
     shrink = size[0] < img.shape[-2]
     return F.interpolate(img, size=tuple(size), mode='bicubic', align_corners=False,
-                         antialias=shrink).clamp(0, 1)
+                         antialias=shrink).clamp_(0, 1)
 
 
 @MODELS.register_module()
