@@ -138,8 +138,9 @@ def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], til
             be an integer or the reciprocal of one.
         mode: Blend window, see :func:`blend_window_1d`.
         out_device: Where the image-sized output lives (default: ``x``'s device).
-        progress: Called as ``progress(done, total)`` after each tile of each pass;
-            an exception it raises stops the work.
+        progress: Called as ``progress(done, total)`` after each tile forward of each
+            pass, in tiles (``total`` is the tile count; ``done`` reaches it with the last
+            pass); an exception it raises stops the work.
         tile_batch: Tiles per call of ``fn``.
         norms: Whole-image GroupNorm statistics for the network ``fn`` runs
             (:class:`~icmsr.utils.tile_norm.SharedGroupNorm`): its gather passes run
@@ -189,11 +190,13 @@ def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], til
         return piece
 
     def tick(count: int) -> None:
+        # Reported in tiles: a tile is done when all its passes are, so ``total`` is the
+        # tile count whatever the number of passes; called after every tile forward.
         nonlocal done
         for _ in range(count):
             done += 1
             if progress is not None:
-                progress(done, total)
+                progress(done * len(tiles) // total, len(tiles))
 
     device = x.device if out_device is None else out_device
     # The blend weights are separable and so is their sum over the tile grid: two vectors

@@ -188,12 +188,14 @@ def test_progress_counts_every_pass_and_its_error_stops_the_work():
         tiled_apply(x, net, tile=48, overlap=16, norms=SharedGroupNorm([net]),
                     progress=lambda d, t: seen.append((d, t)))
     tiles = len(tile_starts(80, 48, 16)) * len(tile_starts(112, 48, 16))
-    assert seen == [(i + 1, tiles * 4) for i in range(tiles * 4)]  # 3 gather passes + 1
+    # After every tile forward (3 gather passes + 1), counted in whole tiles.
+    assert seen == [((i + 1) * tiles // (tiles * 4), tiles) for i in range(tiles * 4)]
 
-    calls = []
+    calls, reports = [], []
 
     def cancel(done, total):
-        if done == 2:
+        reports.append(done)
+        if len(reports) == 2:
             raise KeyboardInterrupt('cancelled')
 
     def counting(t):
@@ -210,3 +212,10 @@ def test_core_bounds_partition_the_axis():
     assert bounds[0][0] == 0 and bounds[-1][1] == 100
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
     assert all(s <= lo < hi <= s + 32 for s, (lo, hi) in zip(starts, bounds))
+
+
+@pytest.mark.parametrize('key,value', [('tile_batch', 0), ('norm_stats', 'global')])
+def test_test_cfg_errors_name_the_key(key, value):
+    from icmsr.models.one_step_sr import OneStepSR
+    with pytest.raises(ValueError, match=f'model.test_cfg.{key}='):
+        OneStepSR._test_settings({key: value})
