@@ -45,7 +45,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--weights', default=osp.join(ROOT, 'work_dirs', 'icmsr_tiny_base',
                                                  'iter_200.pth'))
     p.add_argument('--image', default=DEFAULT_IMAGE, help='LQ photo (its top-left crop is used)')
-    p.add_argument('--lq-size', type=int, default=128, help='LQ crop side (output: x scale)')
+    p.add_argument('--lq-size', type=int, default=128, help='LQ crop side (output: x scale); smaller photos are enlarged to it')
     p.add_argument('--sections', default='vae,unet,full,batch,memory')
     p.add_argument('--arch', default='config', choices=('config', 'sd14'),
                    help='VAE of the vae section: the config\'s or SD v1-4 with random weights')
@@ -81,7 +81,13 @@ def load_model(args: argparse.Namespace) -> Any:
 def load_lq(args: argparse.Namespace) -> torch.Tensor:
     """The LQ crop ``(1, 3, s, s)`` in ``[0, 1]``."""
     from icmsr.datasets.image_io import load_image_rgb
-    img = np.array(load_image_rgb(args.image))[:args.lq_size, :args.lq_size]
+    import cv2
+    img = np.array(load_image_rgb(args.image))
+    if min(img.shape[:2]) < args.lq_size:  # a small LQ is enlarged (bicubic) to the crop size
+        side = min(img.shape[:2])
+        img = cv2.resize(img[:side, :side], (args.lq_size, args.lq_size),
+                         interpolation=cv2.INTER_CUBIC)
+    img = img[:args.lq_size, :args.lq_size]
     return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
 
 
