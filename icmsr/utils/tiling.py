@@ -3,9 +3,11 @@
 A one-step SR network is trained on 512 px crops. Larger inputs are split into
 overlapping tiles, each tile runs through the network on its own, and the
 results are blended with weights that taper inside the overlaps. Because only
-one tile is in flight at a time, the activation memory depends on the tile
-size, not on the image size (the full-size input and output tensors are the
-only image-sized buffers).
+one tile (or ``tile_batch`` tiles) is in flight at a time, the activation memory
+depends on the tile size, not on the image size (the full-size input and output
+tensors are the only image-sized buffers). With a
+:class:`~icmsr.utils.tile_norm.SharedGroupNorm` every GroupNorm uses the
+statistics of the whole image, so the tiles do not show.
 
 The same routine serves the three stages of the generator:
 
