@@ -66,6 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--vae-tile-size', type=int, help='VAE encoder/decoder tile in output pixels (default 512)')
     p.add_argument('--vae-overlap', type=int, help='VAE tile overlap in output pixels (default 64)')
     p.add_argument('--blend', choices=BLEND_MODES, help='tile blending window (default gaussian)')
+    p.add_argument('--tile-batch', type=int, help='tiles per network call (default 1)')
+    p.add_argument('--norm-stats', choices=('image', 'tile'), help='GroupNorm statistics of '
+                   'tiles: whole image (default; tiles do not show) or per tile (faster)')
     p.add_argument('--seed', type=int, default=0, help='seed set before every image')
     # No limit by default: these are the user's own files and tiles bound the memory; the
     # limit is for shared servers (the web app) and for catching a mistaken huge input.
@@ -105,8 +108,9 @@ def main(argv=None) -> int:
     check_output_folder(args.output, '--output')
     start = time.perf_counter()
     print('building the model ...', flush=True)
-    tiles = {k: getattr(args, k) for k in ('tile_size', 'tile_overlap', 'vae_tile_size',
-                                           'vae_overlap', 'blend') if getattr(args, k) is not None}
+    tiles = {k: getattr(args, k) for k in ('tile_size', 'tile_overlap', 'vae_tile_size', 'vae_overlap',
+                                           'blend', 'tile_batch', 'norm_stats')
+             if getattr(args, k) is not None}
     try:
         inferencer = SRInferencer(
             config, args.weights, tiles=tiles, color_fix=args.color_fix, prompt=args.prompt,

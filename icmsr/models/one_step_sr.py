@@ -22,12 +22,14 @@ from mmengine.model import BaseModel, is_model_wrapper
 from icmsr.registry import MODELS, build_or_use
 from icmsr.structures import SRDataSample
 from icmsr.utils.color_correction import COLOR_FIX_MODES, color_fix as apply_color_fix
+from icmsr.utils.tile_norm import SharedGroupNorm
 from icmsr.utils.tiling import VAE_FACTOR, TileSettings, pad_to_multiple, tiled_apply
 from .base_fingerprint import (base_fingerprint, check_fingerprint, describe_source,
                                fingerprint_from_state, fingerprint_to_tensor)
 from .lora import LoRARoles
 
-_TEST_KEYS = ('tile_size', 'tile_overlap', 'vae_tile_size', 'vae_overlap', 'blend')
+_TEST_KEYS = ('tile_size', 'tile_overlap', 'vae_tile_size', 'vae_overlap', 'blend', 'tile_batch',
+              'norm_stats')
 
 
 def resize_to(img: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -44,7 +46,7 @@ def resize_to(img: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         return img
     shrink = size[0] < img.shape[-2]
     return F.interpolate(img, size=tuple(size), mode='bicubic', align_corners=False,
-                         antialias=shrink).clamp(0, 1)
+                         antialias=shrink).clamp_(0, 1)
 
 
 @MODELS.register_module()
@@ -61,7 +63,8 @@ class OneStepSR(BaseModel):
         text: extra :class:`PromptEncoder` arguments (``type`` optional).
         scale: upscaling factor (LQ -> SR).
         test_cfg: inference settings: ``tile_size``, ``tile_overlap``, ``vae_tile_size``,
-            ``vae_overlap``, ``blend`` (see :class:`~icmsr.utils.tiling.TileSettings`),
+            ``vae_overlap``, ``blend``, ``tile_batch``, ``norm_stats`` (see
+            :class:`~icmsr.utils.tiling.TileSettings`),
             ``color_fix`` (``'none'``, ``'adain'``, ``'wavelet'``) and ``pad_multiple``.
         base_seed: seed of every randomly initialised frozen weight (``from_config``
             components: tiny configs, benchmarks), so a config always rebuilds the
@@ -113,7 +116,10 @@ class OneStepSR(BaseModel):
         if unknown:
             raise KeyError(f'model.test_cfg: unknown keys {unknown}; use {sorted(known)}.')
         tiles = TileSettings(**{k: cfg[k] for k in _TEST_KEYS if k in cfg})
-        tiles.validate()
+        try:
+            tiles.validate()
+        except ValueError as err:
+            raise ValueError(f'model.test_cfg.{err}') from None
         mode = cfg.get('color_fix', 'none')
         if mode not in COLOR_FIX_MODES:
             raise ValueError(f'model.test_cfg.color_fix={mode!r}; choose one of {COLOR_FIX_MODES}.')
@@ -278,22 +284,38 @@ class OneStepSR(BaseModel):
         if prompt_embeds is None:
             prompt_embeds = self.encode_prompts(list(prompts) if prompts is not None
                                                 else [''] * lq.shape[0])
-        x = pad_to_multiple(resize_to(lq, (out_h, out_w)).clamp(0, 1) * 2 - 1, self.pad_multiple)
+        # In place where possible: image-sized buffers are the only ones that grow with the photo.
+        x = resize_to(lq, (out_h, out_w))
+        x = (x.clone() if x is lq else x).clamp_(0, 1).mul_(2).sub_(1)
+        x = pad_to_multiple(x, self.pad_multiple)
 
         def stage(name: str) -> Optional[Callable[[int, int], None]]:
             return None if progress is None else (lambda done, total: progress(name, done, total))
 
+        def shared(*modules: nn.Module) -> Optional[SharedGroupNorm]:
+            return SharedGroupNorm(modules) if tiles.norm_stats == 'image' else None
+
+        def denoise(z: torch.Tensor) -> torch.Tensor:
+            # Stacked tiles (tile_batch) are tile-major: repeat the prompts alongside.
+            embeds = prompt_embeds.repeat(z.shape[0] // prompt_embeds.shape[0], 1, 1)
+            return gen.denoise(z, embeds)
+
         gen = self._unwrapped('generator')  # no-grad stages bypass a DDP wrapper
+        vae = gen.vae
         z_l = tiled_apply(x, gen.encode, tiles.vae_tile_size, tiles.vae_overlap,
-                          scale=1 / VAE_FACTOR, mode=tiles.blend, progress=stage('encode'))
-        del x  # image-sized buffers are the only ones that grow with the input: keep few
-        z0 = tiled_apply(z_l, lambda z: gen.denoise(z, prompt_embeds),
-                         tiles.tile_size // VAE_FACTOR, tiles.tile_overlap // VAE_FACTOR,
-                         scale=1, mode=tiles.blend, progress=stage('denoise'))
+                          scale=1 / VAE_FACTOR, mode=tiles.blend, progress=stage('encode'),
+                          tile_batch=tiles.tile_batch, norms=shared(vae.encoder))
+        del x
+        z0 = tiled_apply(z_l, denoise, tiles.tile_size // VAE_FACTOR,
+                         tiles.tile_overlap // VAE_FACTOR, scale=1, mode=tiles.blend,
+                         progress=stage('denoise'), tile_batch=tiles.tile_batch,
+                         norms=shared(gen.unet))
+        del z_l
         img = tiled_apply(z0, gen.decode, tiles.vae_tile_size // VAE_FACTOR,
                           tiles.vae_overlap // VAE_FACTOR, scale=VAE_FACTOR, mode=tiles.blend,
-                          progress=stage('decode'))
-        del z_l, z0
+                          progress=stage('decode'), tile_batch=tiles.tile_batch,
+                          norms=shared(vae.decoder))
+        del z0
         sr = img.float()[..., :out_h, :out_w].add_(1).div_(2).clamp_(0, 1)
         return apply_color_fix(sr, lq, mode)
 

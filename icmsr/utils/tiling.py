@@ -3,9 +3,11 @@
 A one-step SR network is trained on 512 px crops. Larger inputs are split into
 overlapping tiles, each tile runs through the network on its own, and the
 results are blended with weights that taper inside the overlaps. Because only
-one tile is in flight at a time, the activation memory depends on the tile
-size, not on the image size (the full-size input and output tensors are the
-only image-sized buffers).
+one tile (or ``tile_batch`` tiles) is in flight at a time, the activation memory
+depends on the tile size, not on the image size (the full-size input and output
+tensors are the only image-sized buffers). With a
+:class:`~icmsr.utils.tile_norm.SharedGroupNorm` every GroupNorm uses the
+statistics of the whole image, so the tiles do not show.
 
 The same routine serves the three stages of the generator:
 
@@ -16,12 +18,15 @@ The same routine serves the three stages of the generator:
 Tile positions are computed on the coarser of the two grids so that every tile
 maps to whole pixels on both sides.
 """
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from .tile_norm import LayerGathered, SharedGroupNorm, TileCore, core_bounds
 
 BLEND_MODES = ('gaussian', 'cosine', 'constant')
 VAE_FACTOR = 8  # SD's VAE downsamples by 8
@@ -118,12 +123,15 @@ def tile_grid(height: int, width: int, tile: int, overlap: int) -> List[Tuple[in
 def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], tile: int,
                 overlap: int, scale: float = 1.0, mode: str = 'gaussian',
                 out_device: Optional[torch.device] = None,
-                progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
+                progress: Optional[Callable[[int, int], None]] = None,
+                tile_batch: int = 1, norms: Optional[SharedGroupNorm] = None) -> torch.Tensor:
     """Run ``fn`` on overlapping tiles of ``x`` and blend the results.
 
     Args:
         x: Input ``(B, C, H, W)``.
-        fn: Maps a tile ``(B, C, h, w)`` to ``(B, C', h * scale, w * scale)``.
+        fn: Maps a tile ``(N, C, h, w)`` to ``(N, C', h * scale, w * scale)``; with
+            ``tile_batch > 1`` it gets ``k <= tile_batch`` tiles stacked along the batch
+            axis (``N = k * B``, tile-major).
         tile: Tile size in input pixels. When ``scale < 1`` it is rounded down
             to a multiple of ``1/scale``. When ``x`` fits in one tile, ``fn(x)``
             is returned directly.
@@ -131,14 +139,22 @@ def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], til
         scale: Output/input size ratio: 8 (decoder), 1, or 1/8 (encoder). Must
             be an integer or the reciprocal of one.
         mode: Blend window, see :func:`blend_window_1d`.
-        out_device: Where the image-sized accumulators live (default: ``x``'s device).
-        progress: Called as ``progress(done, total)`` after each tile.
+        out_device: Where the image-sized output lives (default: ``x``'s device).
+        progress: Called as ``progress(done, total)`` after each tile forward of each
+            pass, in tiles (``total`` is the tile count; ``done`` reaches it with the last
+            pass); an exception it raises stops the work.
+        tile_batch: Tiles per call of ``fn``.
+        norms: Whole-image GroupNorm statistics for the network ``fn`` runs
+            (:class:`~icmsr.utils.tile_norm.SharedGroupNorm`): its gather passes run
+            over all tiles before the blended pass. None: each tile normalises itself.
 
     Returns:
         The blended output ``(B, C', H * scale, W * scale)`` in ``fn``'s dtype.
     """
     if x.dim() != 4:
         raise ValueError(f'tiled_apply expects (B, C, H, W), got shape {tuple(x.shape)}.')
+    if tile_batch < 1:
+        raise ValueError(f'tile_batch={tile_batch} must be >= 1.')
     up, down = (int(round(scale)), 1) if scale >= 1 else (1, int(round(1 / scale)))
     if abs(up / down - scale) > 1e-6:
         raise ValueError(f'scale must be an integer or 1/integer, got {scale}.')
@@ -155,35 +171,78 @@ def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], til
             progress(1, 1)
         return out if out_device is None else out.to(out_device)
     ys, xs = tile_starts(gh, g_tile, g_overlap), tile_starts(gw, g_tile, g_overlap)
-    total, done = len(ys) * len(xs), 0
-    out_h, out_w = gh * up, gw * up
-    device = x.device if out_device is None else out_device
-    out = weight = None
-    out_dtype = x.dtype
-    for iy, gy in enumerate(ys):
-        th = min(g_tile, gh)
-        wy = blend_window_1d(th * up, g_overlap * up, iy > 0, iy < len(ys) - 1, mode)
-        for ix, gx in enumerate(xs):
-            tw = min(g_tile, gw)
-            wx = blend_window_1d(tw * up, g_overlap * up, ix > 0, ix < len(xs) - 1, mode)
-            piece = fn(x[:, :, gy * down:(gy + th) * down, gx * down:(gx + tw) * down])
-            if piece.shape[-2:] != (th * up, tw * up):
-                raise RuntimeError(
-                    f'Tile function returned spatial size {tuple(piece.shape[-2:])}, '
-                    f'expected {(th * up, tw * up)} for scale {scale}.')
-            if out is None:
-                out_dtype = piece.dtype
-                out = torch.zeros(x.shape[0], piece.shape[1], out_h, out_w, device=device)
-                weight = torch.zeros(1, 1, out_h, out_w, device=device)
-            w2d = (wy[:, None] * wx[None, :]).to(device)
-            oy, ox = gy * up, gx * up
-            out[:, :, oy:oy + th * up, ox:ox + tw * up] += piece.to(device, torch.float32) * w2d
-            weight[:, :, oy:oy + th * up, ox:ox + tw * up] += w2d
-            del piece
+    th, tw = min(g_tile, gh), min(g_tile, gw)
+    cores_y, cores_x = core_bounds(ys, g_tile, gh), core_bounds(xs, g_tile, gw)
+    tiles = [TileCore(gy, gx, th, tw, cy + cx) for gy, cy in zip(ys, cores_y)
+             for gx, cx in zip(xs, cores_x)]
+    chunks = [tiles[i:i + tile_batch] for i in range(0, len(tiles), tile_batch)]
+    passes = 0 if norms is None else norms.num_layers
+    total, done = len(tiles) * (passes + 1), 0
+
+    def run(chunk: List[TileCore]) -> torch.Tensor:
+        batch = torch.cat([x[:, :, t.top * down:(t.top + th) * down,
+                             t.left * down:(t.left + tw) * down] for t in chunk])
+        if norms is not None:
+            norms.set_tiles(chunk)
+        piece = fn(batch)
+        if piece.shape[-2:] != (th * up, tw * up):
+            raise RuntimeError(
+                f'Tile function returned spatial size {tuple(piece.shape[-2:])}, '
+                f'expected {(th * up, tw * up)} for scale {scale}.')
+        return piece
+
+    def tick(count: int) -> None:
+        # Reported in tiles: a tile is done when all its passes are, so ``total`` is the
+        # tile count whatever the number of passes; called after every tile forward.
+        nonlocal done
+        for _ in range(count):
             done += 1
             if progress is not None:
-                progress(done, total)
-    return out.div_(weight).to(out_dtype)  # in place: no second image-sized buffer
+                progress(done * len(tiles) // total, len(tiles))
+
+    device = x.device if out_device is None else out_device
+    # The blend weights are separable and so is their sum over the tile grid: two vectors
+    # normalise the output, not a second image-sized buffer.
+    win_y = [blend_window_1d(th * up, g_overlap * up, i > 0, i < len(ys) - 1, mode)
+             for i in range(len(ys))]
+    win_x = [blend_window_1d(tw * up, g_overlap * up, i > 0, i < len(xs) - 1, mode)
+             for i in range(len(xs))]
+    sum_y, sum_x = torch.zeros(gh * up), torch.zeros(gw * up)
+    for gy, w in zip(ys, win_y):
+        sum_y[gy * up:(gy + th) * up] += w
+    for gx, w in zip(xs, win_x):
+        sum_x[gx * up:(gx + tw) * up] += w
+    with norms.attached() if norms is not None else contextlib.nullcontext():
+        for layer in range(passes):
+            norms.begin_gather(layer)
+            for chunk in chunks:
+                try:
+                    run(chunk)
+                except LayerGathered:  # the forward stops once the layer is counted
+                    pass
+                tick(len(chunk))
+            norms.end_gather()
+        out = None
+        out_dtype = x.dtype
+        for chunk in chunks:
+            pieces = run(chunk)
+            for k, t in enumerate(chunk):
+                piece = pieces[k * x.shape[0]:(k + 1) * x.shape[0]]
+                if out is None:
+                    out_dtype = piece.dtype
+                    out = torch.zeros(x.shape[0], piece.shape[1], gh * up, gw * up,
+                                      device=device)
+                iy, ix = ys.index(t.top), xs.index(t.left)
+                w2d = (win_y[iy][:, None] * win_x[ix][None, :]).to(device)
+                oy, ox = t.top * up, t.left * up
+                out[:, :, oy:oy + th * up, ox:ox + tw * up] += piece.to(device, torch.float32) * w2d
+            del pieces
+            tick(len(chunk))
+    # In place: no second image-sized buffer.
+    return out.div_(sum_y.to(device)[:, None]).div_(sum_x.to(device)).to(out_dtype)
+
+
+NORM_STATS = ('image', 'tile')
 
 
 @dataclass
@@ -198,6 +257,11 @@ class TileSettings:
             most memory-hungry stage; lower this first when memory is short).
         vae_overlap: Overlap of neighbouring VAE tiles.
         blend: Blend window, one of :data:`icmsr.utils.tiling.BLEND_MODES`.
+        tile_batch: Tiles per network call (throughput on a GPU; memory grows with it).
+        norm_stats: ``'image'``: every GroupNorm of the VAE and the UNet uses the
+            statistics of the whole image, so tiles change the memory, not the picture
+            (:mod:`icmsr.utils.tile_norm`; one partial pass per GroupNorm layer);
+            ``'tile'``: each tile normalises itself (faster, the tile grid shows).
     """
 
     tile_size: int = 512
@@ -205,9 +269,11 @@ class TileSettings:
     vae_tile_size: int = 512
     vae_overlap: int = 64
     blend: str = 'gaussian'
+    tile_batch: int = 1
+    norm_stats: str = 'image'
 
     def validate(self) -> None:
-        """Raise ``ValueError`` on sizes the VAE grid cannot honour."""
+        """Raise ``ValueError`` naming the key on a setting the tiling cannot honour."""
         for name in ('tile_size', 'tile_overlap', 'vae_tile_size', 'vae_overlap'):
             value = getattr(self, name)
             if value < 0 or value % VAE_FACTOR:
@@ -216,6 +282,10 @@ class TileSettings:
             raise ValueError('Tile sizes must exceed their overlaps.')
         if self.blend not in BLEND_MODES:
             raise ValueError(f'blend={self.blend!r}; choose one of {BLEND_MODES}.')
+        if not isinstance(self.tile_batch, int) or self.tile_batch < 1:
+            raise ValueError(f'tile_batch={self.tile_batch!r} must be an integer >= 1.')
+        if self.norm_stats not in NORM_STATS:
+            raise ValueError(f'norm_stats={self.norm_stats!r}; choose one of {NORM_STATS}.')
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

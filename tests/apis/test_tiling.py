@@ -1,8 +1,12 @@
 """Tile layout and blending: coverage, exactness, seam-free transitions, bounded tile size."""
+import math
+import os.path as osp
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from icmsr.utils.tile_norm import SharedGroupNorm, core_bounds
 from icmsr.utils.tiling import blend_window_1d, tile_starts, tiled_apply
 
 
@@ -95,3 +99,123 @@ def test_bad_arguments_raise():
         tile_starts(100, 16, 16)
     with pytest.raises(RuntimeError, match='spatial size'):
         tiled_apply(torch.zeros(1, 3, 64, 64), lambda t: t[..., :-1], tile=32, overlap=8)
+
+
+# ----------------------------------------------------- whole-image GroupNorm statistics
+class _ConvNormNet(torch.nn.Module):
+    """Three 1x1 conv + GroupNorm + SiLU layers: pointwise but for the GroupNorm statistics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.layers = torch.nn.Sequential(*[
+            torch.nn.Sequential(torch.nn.Conv2d(cin, 8, 1), torch.nn.GroupNorm(4, 8),
+                                torch.nn.SiLU()) for cin in (3, 8, 8)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor, peak: float) -> float:
+    return 10 * math.log10(peak ** 2 / F.mse_loss(a, b).item())
+
+
+def test_shared_group_norm_reproduces_the_whole_image_network():
+    # Pointwise layers: a tile's activations equal the whole image's wherever the
+    # statistics do, so shared statistics that count every position once (the
+    # brightness ramp would expose counting overlaps twice) leave float32 rounding only.
+    net = _ConvNormNet().eval()
+    x = torch.rand(2, 3, 80, 112) * torch.linspace(0, 4, 112)  # brightness differs per tile
+    with torch.no_grad():
+        whole = net(x)
+        shared = tiled_apply(x, net, tile=48, overlap=16, norms=SharedGroupNorm([net]))
+        per_tile = tiled_apply(x, net, tile=48, overlap=16)
+    # Rounding of O(1) activations through three float32 layers: a few ulp of 1, not 1e-4.
+    assert torch.allclose(shared, whole, atol=1e-4, rtol=0)
+    assert (per_tile - whole).abs().max() > 0.05  # what per-tile statistics did
+
+
+def test_shared_group_norm_tiled_vae_close_to_whole():
+    """The demo's pretrained tiny VAE (diffusers' AutoencoderKL) tiled vs whole, on a photo.
+
+    The floors separate the two behaviours, not rounding: per-tile statistics shift
+    each tile's tone by tens of grey levels; shared ones leave the effect of the
+    tile-local mid-block attention and receptive field only (docs/inference.md).
+    """
+    from diffusers import AutoencoderKL
+    from skimage import data
+    root = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'tiny_base')
+    vae = AutoencoderKL.from_pretrained(root, subfolder='vae').eval()
+    photo = torch.from_numpy(data.astronaut()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    x = F.interpolate(photo, size=(128, 128), mode='area')
+
+    def encode(t):
+        return vae.encode(t).latent_dist.mode()
+
+    def decode(z):
+        return vae.decode(z).sample
+    with torch.no_grad():
+        z = encode(x)
+        whole = decode(z)
+        psnr = {}
+        for name, shared in (('shared', True), ('per-tile', False)):
+            enc = SharedGroupNorm([vae.encoder]) if shared else None
+            dec = SharedGroupNorm([vae.decoder]) if shared else None
+            psnr[name] = (_psnr(decode(tiled_apply(x, encode, 64, 32, scale=1 / 8, norms=enc)),
+                                whole, 2.0),
+                          _psnr(tiled_apply(z, decode, 8, 4, scale=8, norms=dec), whole, 2.0))
+    assert psnr['shared'][0] >= 40 > psnr['per-tile'][0], psnr  # encoder (~45 vs ~31 dB)
+    assert psnr['shared'][1] >= psnr['per-tile'][1] + 3, psnr  # decoder (~32 vs ~26 dB)
+
+
+def test_shared_group_norm_batched_tiles_match_one_by_one():
+    net = _ConvNormNet().eval()
+    x = torch.rand(1, 3, 80, 112)
+    with torch.no_grad():
+        one = tiled_apply(x, net, tile=48, overlap=16, norms=SharedGroupNorm([net]))
+        batched = tiled_apply(x, net, tile=48, overlap=16, norms=SharedGroupNorm([net]),
+                              tile_batch=4)
+    # Per-sample maths throughout; the convolution may pick another kernel for another
+    # batch size, so equal up to float32 rounding (a few ulp of O(1) values).
+    assert torch.allclose(one, batched, atol=1e-5, rtol=0)
+
+
+def test_progress_counts_every_pass_and_its_error_stops_the_work():
+    net = _ConvNormNet().eval()
+    x = torch.rand(1, 3, 80, 112)
+    seen = []
+    with torch.no_grad():
+        tiled_apply(x, net, tile=48, overlap=16, norms=SharedGroupNorm([net]),
+                    progress=lambda d, t: seen.append((d, t)))
+    tiles = len(tile_starts(80, 48, 16)) * len(tile_starts(112, 48, 16))
+    # After every tile forward (3 gather passes + 1), counted in whole tiles.
+    assert seen == [((i + 1) * tiles // (tiles * 4), tiles) for i in range(tiles * 4)]
+
+    calls, reports = [], []
+
+    def cancel(done, total):
+        reports.append(done)
+        if len(reports) == 2:
+            raise KeyboardInterrupt('cancelled')
+
+    def counting(t):
+        calls.append(1)
+        return net(t)
+    with torch.no_grad(), pytest.raises(KeyboardInterrupt):
+        tiled_apply(x, counting, tile=48, overlap=16, norms=SharedGroupNorm([net]), progress=cancel)
+    assert len(calls) == 2  # no tile ran after the callback raised
+
+
+def test_core_bounds_partition_the_axis():
+    starts = tile_starts(100, 32, 8)
+    bounds = core_bounds(starts, 32, 100)
+    assert bounds[0][0] == 0 and bounds[-1][1] == 100
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert all(s <= lo < hi <= s + 32 for s, (lo, hi) in zip(starts, bounds))
+
+
+@pytest.mark.parametrize('key,value', [('tile_batch', 0), ('norm_stats', 'global')])
+def test_test_cfg_errors_name_the_key(key, value):
+    from icmsr.models.one_step_sr import OneStepSR
+    with pytest.raises(ValueError, match=f'model.test_cfg.{key}='):
+        OneStepSR._test_settings({key: value})
