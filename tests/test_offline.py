@@ -6,6 +6,8 @@ import sys
 import textwrap
 import time
 
+from network_refusal import REFUSE_NETWORK
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -39,13 +41,7 @@ def test_offline_requested_skips_the_probe(monkeypatch):
 def test_pretrained_error_names_env_vars_and_fails_fast_offline(tmp_path):
     # The ~40 s seen before were hub retries: the cause is checked (no connection is
     # attempted at all), not a wall-clock figure that depends on the machine.
-    script = textwrap.dedent('''
-        import socket
-        attempts = []
-        def refuse(*args, **kwargs):
-            attempts.append(repr(args[1:2] or args[:1]))
-            raise OSError('network refused by the test')
-        socket.socket.connect = socket.socket.connect_ex = socket.create_connection = refuse
+    script = REFUSE_NETWORK + textwrap.dedent('''
         from icmsr.models.backbones import PretrainedWeightsError, build_unet
         try:
             build_unet(from_pretrained='CompVis/stable-diffusion-v1-4')

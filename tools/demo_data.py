@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
+from tiny_base_photos import sample_image
 
 from icmsr.utils.atomic_io import atomic_path
 
@@ -29,20 +30,6 @@ GRAY_SOURCES = ('camera', 'brick', 'grass', 'gravel', 'coins', 'moon', 'clock')
 BLUR_SIGMA = 0.8
 NOISE_SIGMA = 3.0
 JPEG_QUALITY = 70
-
-
-def _skimage_rgb(name: str) -> np.ndarray:
-    """Load one scikit-image sample image as uint8 RGB ``(H, W, 3)``."""
-    import skimage.data  # lazy: importing scikit-image takes a moment
-    loader = getattr(skimage.data, name, None)
-    if loader is None:
-        raise ValueError(f'scikit-image has no sample image {name!r}.')
-    image = np.asarray(loader())
-    if image.dtype != np.uint8:
-        raise ValueError(f'scikit-image sample {name!r} is {image.dtype}, expected uint8.')
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    return np.ascontiguousarray(image[..., :3])
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -115,7 +102,7 @@ def make_synthetic_paired_set(out_dir: str, num_images: int = 4, gt_size: int = 
     names = []
     for i in range(num_images):
         name = pool[i % len(pool)]
-        image = _skimage_rgb(name)
+        image = sample_image(name)
         h, w = image.shape[:2]
         side = max(gt_size, min(h, w) >> (i // len(pool)))  # repeats use smaller crops
         side = min(side, h, w)
@@ -149,7 +136,7 @@ def skimage_training_images(out_dir: str, size: int,
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for name in (COLOR_SOURCES if names is None else names):
-        image = _skimage_rgb(name)
+        image = sample_image(name)
         h, w = image.shape[:2]
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2

@@ -98,6 +98,20 @@ def reconstruct(vae: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
     return ((vae.decode(z).sample + 1) / 2).clamp(0, 1)
 
 
+def optimizer_step(opt: torch.optim.Optimizer, sched: Any, loss: torch.Tensor) -> None:
+    """One update: clear the gradients, back-propagate ``loss``, step the optimizer and the schedule.
+
+    Args:
+        opt: The optimizer.
+        sched: Its learning-rate schedule.
+        loss: The loss of this step.
+    """
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+
+
 def train_vae(vae: torch.nn.Module, crops: CropSampler, steps: int, batch: int = 8,
               lr: float = 2e-3) -> Tuple[float, float]:
     """Train the VAE as an autoencoder: MSE of the decoded posterior sample + KL.
@@ -125,10 +139,7 @@ def train_vae(vae: torch.nn.Module, crops: CropSampler, steps: int, batch: int =
         mse = F.mse_loss(vae.decode(post.sample()).sample, x)
         loss = mse + KL_WEIGHT * kl
         tail = (tail + [float(mse.detach())])[-max(steps // 10, 1):]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        optimizer_step(opt, sched, loss)
     vae.requires_grad_(False).eval()
     with torch.no_grad():
         z = torch.cat([vae.encode(crops(32) * 2 - 1).latent_dist.sample() for _ in range(4)])
@@ -230,10 +241,7 @@ def train_denoiser(stack: Dict[str, Any], crops: CropSampler, steps: int, embeds
         pred = predict_noise(unet, stack['scheduler'], latents, embeds, generator, feats)
         loss = weighted_eps_loss(pred, stack['scheduler'])
         tail = (tail + [float(loss.detach())])[-max(steps // 10, 1):]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        optimizer_step(opt, sched, loss)
     trained.requires_grad_(False).eval()
     return float(np.mean(tail)) if tail else float('nan')
 

@@ -17,7 +17,7 @@ from mmengine.runner import Runner  # noqa: E402
 import icmsr  # noqa: E402,F401  (applies the checkpoint-loading shims)
 from icmsr.engine.config_checks import check_data_roots, check_pretrained_folders  # noqa: E402
 from icmsr.engine.dist import init_process_group_for  # noqa: E402
-from icmsr.engine.runner_utils import (add_runner_args, export_local_rank,  # noqa: E402
+from icmsr.engine.runner_utils import (add_config_args, add_runner_args, export_local_rank,  # noqa: E402
                                        guard_checkpoint_loading, load_config, set_work_dir)
 from icmsr.registry import RUNNERS  # noqa: E402
 from icmsr.user_errors import (check_input_exists, check_output_file,  # noqa: E402
@@ -35,12 +35,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         The parsed arguments.
     """
     parser = argparse.ArgumentParser(description='Test an ICM-SR checkpoint')
-    parser.add_argument('config', help='config file (its test_dataloader/test_evaluator are used)')
+    add_config_args(parser, 'config file (its test_dataloader/test_evaluator are used)',
+                    'test_dataloader.0.batch_size=2')
     parser.add_argument('checkpoint', help='checkpoint file (a .pth written by tools/train.py)')
     parser.add_argument('--work-dir', help='directory for the test log '
                         '(default: the config\'s work_dir, else ./work_dirs/<config name>)')
     parser.add_argument('--out', help='write the metrics to this JSON file')
-    add_runner_args(parser, 'test_dataloader.0.batch_size=2')
+    add_runner_args(parser)
     args = parser.parse_args(argv)
     if args.out is not None and not args.out.endswith('.json'):
         parser.error(f'--out must name a .json file, got {args.out!r}')

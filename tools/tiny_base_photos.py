@@ -27,8 +27,11 @@ def sample_image(name: str) -> np.ndarray:
     Returns:
         The image.
     """
-    import skimage.data
-    image = np.asarray(getattr(skimage.data, name)())
+    import skimage.data  # lazy: importing scikit-image takes a moment
+    loader = getattr(skimage.data, name, None)
+    if loader is None:
+        raise ValueError(f'scikit-image has no sample image {name!r}.')
+    image = np.asarray(loader())
     if image.dtype != np.uint8:
         raise ValueError(f'scikit-image sample {name!r} is {image.dtype}, expected uint8.')
     if image.ndim == 2:

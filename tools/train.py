@@ -17,7 +17,7 @@ from mmengine.runner import Runner  # noqa: E402
 import icmsr  # noqa: E402,F401  (applies the checkpoint-loading shims)
 from icmsr.engine.config_checks import check_data_roots, check_pretrained_folders  # noqa: E402
 from icmsr.engine.dist import init_process_group_for  # noqa: E402
-from icmsr.engine.runner_utils import (add_runner_args, enable_amp,  # noqa: E402
+from icmsr.engine.runner_utils import (add_config_args, add_runner_args, enable_amp,  # noqa: E402
                                        export_local_rank, guard_checkpoint_loading,
                                        load_config, set_resume, set_work_dir)
 from icmsr.registry import RUNNERS  # noqa: E402
@@ -34,7 +34,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         The parsed arguments.
     """
     parser = argparse.ArgumentParser(description='Train an ICM-SR model')
-    parser.add_argument('config', help='training config file')
+    add_config_args(parser, 'training config file', 'train_cfg.max_iters=1000')
     parser.add_argument('--work-dir', help='directory for logs and checkpoints '
                         '(default: the config\'s work_dir, else ./work_dirs/<config name>)')
     parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='PATH',
@@ -42,7 +42,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'in the work dir')
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision with dynamic loss scaling')
-    add_runner_args(parser, 'train_cfg.max_iters=1000')
+    add_runner_args(parser)
     return parser.parse_args(argv)
 
 

@@ -24,27 +24,37 @@ class ConfigKeyWarning(UserWarning):
     """A config key or ``--cfg-options`` path that nothing is likely to read."""
 
 
-def add_runner_args(parser: argparse.ArgumentParser, cfg_example: str) -> None:
-    """Add the flags every Runner tool shares (as MMEngine's tools name them).
-
-    ``--trust-checkpoint``, ``--cfg-options``, ``--launcher``, torchrun's ``--local-rank``
-    and ``--debug`` (tracebacks of user errors, :mod:`icmsr.user_errors`).
+def add_config_args(parser: argparse.ArgumentParser, config_help: str, cfg_example: str) -> None:
+    """Add what every tool that reads a config takes: the config file, ``--cfg-options``, ``--debug``.
 
     Args:
         parser: the tool's parser.
+        config_help: help text of the positional ``config``.
         cfg_example: an example ``--cfg-options`` entry for the help text.
     """
     from mmengine.config import DictAction
+    parser.add_argument('config', help=config_help)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help=f'override config keys, e.g. {cfg_example}')
+    add_debug_flag(parser)
+
+
+def add_runner_args(parser: argparse.ArgumentParser) -> None:
+    """Add the flags every Runner tool shares (as MMEngine's tools name them).
+
+    ``--trust-checkpoint``, ``--launcher`` and torchrun's ``--local-rank``; the config
+    flags come from :func:`add_config_args`.
+
+    Args:
+        parser: the tool's parser.
+    """
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='allow full unpickling of the loaded checkpoint '
                         '(only for files you trust: unpickling can run code)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help=f'override config keys, e.g. {cfg_example}')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
                         help='job launcher (pytorch = torchrun)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=None,
                         help=argparse.SUPPRESS)
-    add_debug_flag(parser)
 
 
 def load_config(path: str, cfg_options: Optional[Dict] = None) -> Config:

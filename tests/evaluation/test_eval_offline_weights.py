@@ -24,19 +24,15 @@ from icmsr.evaluation import weights as W
 from icmsr.evaluation.scorers import DEFAULT_METRICS, build_scorers
 
 sys.path.insert(0, os.path.dirname(__file__))
+from network_refusal import REFUSE_NETWORK  # noqa: E402
 from standin_weights import make_standin_folder, make_standin_hf_cache  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 # Metrics whose stand-ins can be built (see the module docstring).
 BUILDABLE = [m for m in DEFAULT_METRICS if m not in ('clipiqa', 'liqe')]
 # Test scaffolding of the child process: every connection attempt is recorded and refused.
-_NO_NETWORK = textwrap.dedent('''
-    import json, os, socket, sys
-    attempts = []
-    def _refuse(*args, **kwargs):
-        attempts.append(repr(args[1:2] or args[:1]))
-        raise OSError('network refused by the test')
-    socket.socket.connect = socket.socket.connect_ex = socket.create_connection = _refuse
+_NO_NETWORK = REFUSE_NETWORK + textwrap.dedent('''
+    import json, os, sys
     import torch
     torch.set_num_threads(1)
     from icmsr.evaluation import MetricWeightsError

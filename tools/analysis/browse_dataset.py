@@ -16,13 +16,12 @@ from typing import List, Optional
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
 from mmengine.dataset import pseudo_collate  # noqa: E402
 
 from icmsr.engine.config_checks import check_data_roots  # noqa: E402
-from icmsr.engine.runner_utils import load_config  # noqa: E402
+from icmsr.engine.runner_utils import add_config_args, load_config  # noqa: E402
 from icmsr.engine.visualization_hook import CONDITION_LABELS, sr_grid  # noqa: E402
-from icmsr.user_errors import add_debug_flag, run_tool  # noqa: E402
+from icmsr.user_errors import run_tool  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -36,15 +35,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """
     p = argparse.ArgumentParser(description='Save HQ | degraded LQ | condition grids of '
                                 'training samples')
-    p.add_argument('config', help='training config')
+    add_config_args(p, 'training config', 'train_dataloader.batch_size=4')
     p.add_argument('--num', type=int, default=8, help='samples to show (default %(default)s)')
     p.add_argument('--per-grid', type=int, default=4, help='samples per grid image')
     p.add_argument('--out', default=None,
                    help='output folder (default <work_dir>/browse_dataset)')
     p.add_argument('--seed', type=int, default=0, help='seed of crops and degradations')
     p.add_argument('--device', default='cpu', help='device of the degradation (default cpu)')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
-    add_debug_flag(p)
     args = p.parse_args(argv)
     if args.num < 1 or args.per_grid < 1:
         p.error('--num and --per-grid must be positive')

@@ -12,10 +12,8 @@ from typing import List, Optional
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from mmengine.config import DictAction  # noqa: E402
-
-from icmsr.engine.runner_utils import load_config  # noqa: E402
-from icmsr.user_errors import add_debug_flag, run_tool  # noqa: E402
+from icmsr.engine.runner_utils import add_config_args, load_config  # noqa: E402
+from icmsr.user_errors import run_tool  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -28,11 +26,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         The parsed arguments.
     """
     p = argparse.ArgumentParser(description='Print the full config (bases and options merged)')
-    p.add_argument('config', help='config file')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction,
-                   help='override config keys, e.g. train_cfg.max_iters=1000')
+    add_config_args(p, 'config file', 'train_cfg.max_iters=1000')
     p.add_argument('--save-path', help='also write the merged config here (.py/.json/.yaml)')
-    add_debug_flag(p)
     return p.parse_args(argv)
 
 
