@@ -1,4 +1,5 @@
 """The one front door of inference (``super_resolve_image``): inputs, limits, cancel, callers."""
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -117,7 +118,9 @@ def test_should_stop_cancels_between_tiles(tiny_model, monkeypatch):
             calls[_name] += 1
             return _orig(*args, **kwargs)
         monkeypatch.setattr(gen, name, counted)
-    tiles = TileSettings(tile_size=64, tile_overlap=16, vae_tile_size=64, vae_overlap=16)
+    # Per-tile statistics: one encoder forward per tile, so tiles and calls correspond.
+    tiles = TileSettings(tile_size=64, tile_overlap=16, vae_tile_size=64, vae_overlap=16,
+                         norm_stats='tile')
     image = _rng_image((32, 32, 3), seed=5)  # 128 px output: 3 x 3 VAE tiles of 64 px
     seen = []
     with pytest.raises(InferenceCancelled):
@@ -128,6 +131,13 @@ def test_should_stop_cancels_between_tiles(tiny_model, monkeypatch):
     with pytest.raises(InferenceCancelled):  # already cancelled: no tile runs at all
         super_resolve_image(tiny_model, image, tiles=tiles, should_stop=lambda: True)
     assert calls['encode'] == 2
+    # Whole-image statistics run each tile once per GroupNorm pass; the stop is read after
+    # every tile forward of every pass, so it still comes within one tile's forward.
+    calls['encode'] = 0
+    with pytest.raises(InferenceCancelled):
+        super_resolve_image(tiny_model, image, tiles=dataclasses.replace(tiles, norm_stats='image'),
+                            should_stop=lambda: calls['encode'] >= 2)
+    assert calls == {'encode': 2, 'denoise': 0}
 
 
 def test_every_caller_goes_through_the_front_door(tiny_model, tmp_path, monkeypatch):
