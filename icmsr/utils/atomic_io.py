@@ -107,17 +107,6 @@ def atomic_write(path: str, mode: str = 'wb', encoding: Optional[str] = None,
             os.fsync(f.fileno())
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically.
-
-    Args:
-        path: Destination file.
-        data: The bytes.
-    """
-    with atomic_write(path, 'wb') as f:
-        f.write(data)
-
-
 def atomic_write_text(path: str, text: str, encoding: str = 'utf-8') -> None:
     """Write ``text`` to ``path`` atomically.
 

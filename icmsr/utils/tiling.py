@@ -105,21 +105,6 @@ def blend_window_1d(size: int, overlap: int, taper_start: bool, taper_end: bool,
     return w.clamp_min(1e-3).float()
 
 
-def tile_grid(height: int, width: int, tile: int, overlap: int) -> List[Tuple[int, int]]:
-    """All ``(top, left)`` tile offsets of a ``height x width`` grid.
-
-    Args:
-        height: Grid height.
-        width: Grid width.
-        tile: Square tile size on this grid.
-        overlap: Minimum overlap on this grid.
-
-    Returns:
-        Row-major list of offsets.
-    """
-    return [(y, x) for y in tile_starts(height, tile, overlap) for x in tile_starts(width, tile, overlap)]
-
-
 def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], tile: int,
                 overlap: int, scale: float = 1.0, mode: str = 'gaussian',
                 out_device: Optional[torch.device] = None,
