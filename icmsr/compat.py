@@ -62,7 +62,6 @@ Two more are applied only when a Recognize Anything tagger is built
    lookup (its ``text_encoder_type`` default), so both copies use one tokenizer.
 """
 import contextlib
-import os
 import re
 import sys
 from typing import Any, Iterator, List, Optional, Set, Tuple

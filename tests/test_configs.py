@@ -8,7 +8,6 @@ config's own.
 """
 import copy
 import glob
-import os
 import os.path as osp
 
 import pytest

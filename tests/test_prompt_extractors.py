@@ -164,6 +164,9 @@ def test_ram_tagger_builds_the_package_model_and_tags_each_image(standin_ram, we
     assert [tuple(x.shape) for x in model.inputs] == [(2, 3, 384, 384), (1, 3, 384, 384)]
     assert torch.allclose(model.inputs[0][1], ram.get_transform(384)(_pil(_batch()[1])),
                           atol=1e-5)
+    # The package's single-image entry point gives the same tags (' | ' joined).
+    tags, _ = ram.inference_ram(model.inputs[0][:1], model)
+    assert tags.replace(' | ', ', ') == prompts[0]
 
 
 def test_ram_preprocessing_is_osedifffs_tensor_resize(standin_ram, weights):
@@ -187,9 +190,6 @@ def test_ram_preprocessing_is_osedifffs_tensor_resize(standin_ram, weights):
 
 def _pil(x):
     return Image.fromarray((x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-    # The package's single-image entry point gives the same tags (' | ' joined).
-    tags, _ = ram.inference_ram(model.inputs[0][:1], model)
-    assert tags.replace(' | ', ', ') == prompts[0]
 
 
 def _dape_file(path, **tensors):

@@ -19,7 +19,6 @@ import os
 from typing import Any, Dict, Mapping, Optional
 
 import torch
-import torch.nn as nn
 
 from icmsr.utils.atomic_io import atomic_path, atomic_write_text
 

@@ -21,7 +21,7 @@ maps to whole pixels on both sides.
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional
 
 import torch
 import torch.nn.functional as F

@@ -5,8 +5,7 @@ import os
 import pytest
 import torch
 
-from apis_helpers import randomize_lora
-from icmsr.apis import export_model, init_model, load_export_extras, read_description
+from icmsr.apis import export_model, load_export_extras, read_description
 from icmsr.models import OneStepSR
 
 

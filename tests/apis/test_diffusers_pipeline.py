@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from apis_helpers import randomize_lora, write_png
-from icmsr.apis import ICMSRPipeline, export_model, image_to_tensor, init_model
+from apis_helpers import write_png
+from icmsr.apis import ICMSRPipeline, export_model, image_to_tensor
 from icmsr.models import OneStepSR
 
 

@@ -11,7 +11,6 @@ import os.path as osp
 import subprocess
 import sys
 
-import pytest
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))

@@ -23,7 +23,7 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Tuple
 
 import numpy as np
 import torch
