@@ -99,8 +99,8 @@ def _checked_progress(progress: Progress, should_stop: Optional[Callable[[], boo
     return on_tile
 
 
-def _check_size(lq: torch.Tensor, image: ImageLike, max_pixels: Optional[int]) -> None:
-    h, w = lq.shape[-2:]
+def _check_size(hw: Sequence[int], image: ImageLike, max_pixels: Optional[int]) -> None:
+    h, w = hw
     name = f'{os.fspath(image)}: ' if isinstance(image, (str, os.PathLike)) else ''
     if h * w == 0:
         raise ValueError(f'{name}the image is empty ({w}x{h} pixels): nothing to super-resolve.')
@@ -128,8 +128,18 @@ def super_resolve_tensor(model: OneStepSR, image: ImageLike, **settings: Any) ->
 def _run(model, image, *, prompt='', tiles=None, color_fix=None, seed=0, max_pixels=None,
          progress=None, should_stop=None):
     """Read, check, seed and super-resolve one image: ``(sr tensor, alpha or None, gray shape or None)``."""
+    if max_pixels is not None and isinstance(image, (str, os.PathLike)):
+        # A file over the limit is refused from its header, before it is decoded (a file
+        # Pillow cannot open is left to the toolkit's reader, which says why).
+        try:
+            with Image.open(os.fspath(image)) as header:
+                size = header.size[::-1]
+        except OSError:
+            size = (0, 0)
+        if size[0] * size[1]:
+            _check_size(size, image, max_pixels)
     lq, alpha, gray = _split(image)
-    _check_size(lq, image, max_pixels)
+    _check_size(lq.shape[-2:], image, max_pixels)
     progress = _checked_progress(progress, should_stop)
     if seed is not None:
         torch.manual_seed(seed)

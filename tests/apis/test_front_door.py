@@ -46,6 +46,18 @@ def test_max_pixels_names_size_limit_and_how_to_raise_it(tiny_model, tmp_path):
     assert 'big.png' in summary.failed[0][1] and not summary.written
 
 
+def test_a_file_over_the_limit_is_refused_before_it_is_decoded(tiny_model, tmp_path, monkeypatch):
+    import icmsr.apis.image_sr as front
+    Image.fromarray(_rng_image((10, 20, 3))).save(tmp_path / 'big.png')
+
+    def no_decoding(path):
+        raise AssertionError(f'{path} was decoded')
+
+    monkeypatch.setattr(front, 'load_image', no_decoding)
+    with pytest.raises(InputTooLargeError, match='20x10'):
+        super_resolve_image(tiny_model, str(tmp_path / 'big.png'), max_pixels=199)
+
+
 def test_gray_in_gray_out_equal_to_converting_the_rgb_result(tiny_model):
     gray = _rng_image((16, 12), seed=1)
     rgb_result = super_resolve_image(tiny_model, np.repeat(gray[..., None], 3, axis=2))
