@@ -79,3 +79,32 @@ def test_auto_is_the_only_word_a_tile_size_takes():
     TileSettings('auto', 64, 'auto', 64, max_memory=2).validate()
     with pytest.raises(ValueError, match="vae_tile_size='big'.*'auto'"):
         TileSettings(vae_tile_size='big').validate()
+
+
+@pytest.fixture(scope='module')
+def infer_tool():
+    import importlib.util
+    import os.path as osp
+    path = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'infer.py')
+    spec = importlib.util.spec_from_file_location('infer_tool', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_infer_sizes_are_automatic_unless_given_or_set_by_the_config(infer_tool):
+    from mmengine.config import Config
+    base = ['--input', 'x.png', '--output', 'o']
+    plain = Config(dict(model=dict(type='OneStepSR')))
+    osediff = Config(dict(model=dict(test_cfg=dict(tile_size=768, vae_tile_size=1024))))
+
+    def overrides(argv, config):
+        return infer_tool.tile_overrides(infer_tool.parse_args(base + argv), config)
+
+    assert overrides([], plain) == dict(tile_size='auto', vae_tile_size='auto')
+    assert overrides([], osediff) == {}  # the config's sizes are honoured
+    assert overrides([], None) == {}  # so are an export folder's
+    assert overrides(['--tile-size', '256'], plain) == dict(tile_size=256, vae_tile_size='auto')
+    assert overrides(['--max-memory', '1.5'], osediff) == dict(
+        max_memory=1.5, tile_size='auto', vae_tile_size='auto')
+    assert overrides(['--vae-tile-size', 'auto', '--max-memory', '2'], None)['tile_size'] == 'auto'

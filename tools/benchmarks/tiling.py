@@ -11,7 +11,10 @@
   picture, ``--picture``);
 * ``memory``: peak RSS over a warm baseline at 1/4/16/64 MP output, each in a fresh
   process, against the output image's own size;
-* ``batch``: tiles/s for ``tile_batch`` 1 vs N and whether the outputs are bitwise equal.
+* ``batch``: tiles/s for ``tile_batch`` 1 vs N and whether the outputs are bitwise equal;
+* ``auto``: the automatic tile sizes at this machine's default budget and a few fixed ones,
+  and the time of ``super_resolve`` with them vs fixed 512 px tiles (use ``--lq-size 256``
+  for a 1024 px output).
 
 Times are wall-clock on whatever machine runs it; on a shared CPU they vary with load.
 """
@@ -230,6 +233,28 @@ def section_batch(args: argparse.Namespace, model: Any, lq: torch.Tensor) -> Non
                        f'{(out - ref).abs().max().item():.2e}'), flush=True)
 
 
+def section_auto(args: argparse.Namespace, model: Any, lq: torch.Tensor) -> None:
+    """Automatic tile sizes (default budget and fixed ones) and their time vs 512 px tiles."""
+    from icmsr.utils.tile_memory import default_budget, largest_tile
+    side = lq.shape[-1] * model.scale
+    auto, t_auto = timed(lambda: _sr(model, lq, tile_size='auto', vae_tile_size='auto'))
+    vae, unet = next(iter(model.tile_costs.values()))  # measured by the call above
+    print(f'\n### Automatic tiles, {side} px output (first call measures the probe tiles)\n')
+    print(_row('budget', 'VAE tile', 'UNet tile', 'VAE estimate at that tile',
+               'UNet estimate at that tile'))
+    print(_row(*['---'] * 5))
+    for label, budget in [('default', default_budget(torch.device('cpu')))] + [
+            (f'{g} GiB', g * 2 ** 30) for g in (4, 1, 0.25)]:
+        tv, tu = (largest_tile(c, side, side, 64, budget) for c in (vae, unet))
+        est = [f'{c(min(t, side) ** 2) / 2 ** 30:.2f} GiB' for c, t in ((vae, tv), (unet, tu))]
+        print(_row(f'{label} ({budget / 2 ** 30:.1f} GiB)' if label == 'default' else label,
+                   tv, tu, *est))
+    fixed, t_fixed = timed(lambda: _sr(model, lq, tile_size=512, vae_tile_size=512))
+    print(f'\nauto (default budget): {t_auto:.1f} s; fixed 512 px tiles: {t_fixed:.1f} s '
+          f'({t_fixed / t_auto:.1f}x the auto time); PSNR fixed vs auto '
+          f'{psnr_max(fixed, auto)[0]:.1f} dB', flush=True)
+
+
 def _standin(model: Any) -> None:
     # Cheap stand-ins with the stages' shapes: the memory of the tiling machinery itself.
     gen = model.generator
@@ -301,6 +326,8 @@ def main() -> None:
         section_unet_full(args, model, lq, unet_only=False)
     if 'batch' in sections:
         section_batch(args, model, lq[..., :64, :64])
+    if 'auto' in sections:
+        section_auto(args, model, lq)
     if 'memory' in sections:
         section_memory(args)
     print(f'\n[tiling] torch {torch.__version__}, {torch.get_num_threads()} threads; '
