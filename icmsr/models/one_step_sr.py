@@ -92,7 +92,8 @@ class OneStepSR(BaseModel):
         self.base_seed = base_seed
         self.base_check = base_check
         self.roles = LoRARoles()
-        self.tile_costs: Dict[Tuple[str, str], Tuple[TileCost, TileCost]] = {}  # (device, dtype) ->
+        # Measured per-pixel costs (VAE, UNet) of an automatic tile size, by (device, dtype).
+        self.tile_costs: Dict[Tuple[str, str], Tuple[TileCost, TileCost]] = {}
         with self.seeded_base():
             self.scheduler = build_or_use(scheduler)
             self.unet = build_or_use(unet)
@@ -328,8 +329,8 @@ class OneStepSR(BaseModel):
                     embeds: torch.Tensor) -> TileSettings:
         """``tiles`` with each ``'auto'`` size replaced by the largest that fits the budget.
 
-        The per-pixel costs of the VAE (encoder or decoder, whichever is larger) and of the
-        UNet are measured once per device and dtype on a 128 px probe tile and cached.
+        The per-pixel costs of the VAE (the larger terms of the encoder and the decoder) and of
+        the UNet are measured once per device and dtype on a 128 px probe tile and cached.
         """
         dtype = next(gen.parameters()).dtype
         key = (str(x.device), str(dtype))
@@ -340,7 +341,7 @@ class OneStepSR(BaseModel):
             enc = measure_cost(gen.vae.encoder, lambda: latent.append(gen.encode(probe)), pixels)
             dec = measure_cost(gen.vae.decoder, lambda: gen.decode(latent[0]), pixels)
             unet = measure_cost(gen.unet, lambda: gen.denoise(latent[0], embeds), pixels)
-            vae = enc if enc(pixels) >= dec(pixels) else dec
+            vae = TileCost(max(enc.linear, dec.linear), max(enc.quadratic, dec.quadratic))
             self.tile_costs[key] = (vae, unet)
         vae, unet = self.tile_costs[key]
         budget = (tiles.max_memory * 2 ** 30 if tiles.max_memory is not None

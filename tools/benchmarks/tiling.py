@@ -83,7 +83,7 @@ def load_model(args: argparse.Namespace) -> Any:
 
 def load_lq(args: argparse.Namespace) -> torch.Tensor:
     """The LQ crop ``(1, 3, s, s)`` in ``[0, 1]``."""
-    from icmsr.datasets.image_io import load_image_rgb
+    from icmsr.fileio.image_io import load_image_rgb
     import cv2
     img = np.array(load_image_rgb(args.image))
     if min(img.shape[:2]) < args.lq_size:  # a small LQ is enlarged (bicubic) to the crop size
