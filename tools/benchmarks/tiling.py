@@ -58,6 +58,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--memory-model', default='standin', choices=('standin', 'model'),
                    help='memory section: pooling/upsampling stand-ins for the three networks '
                         '(the tiling machinery alone; fast) or the config\'s model')
+    p.add_argument('--memory-tile', default='512', help='memory section tile size (or auto: '
+                   'also prints the estimate of icmsr.utils.tile_memory for the whole image)')
     p.add_argument('--tile-batch', type=int, default=4)
     p.add_argument('--picture', default=None, help='write whole | per-tile | image-stats crops')
     p.add_argument('--memory-child', default=None, help=argparse.SUPPRESS)
@@ -272,27 +274,30 @@ def memory_child(args: argparse.Namespace) -> None:
     mp = float(args.memory_child)
     side = int(round(math.sqrt(mp * 1e6) / 64)) * 64
     stats = 'tile' if args.memory_model == 'standin' else 'image'
-    tiles = TileSettings(512, 64, 512, 64, norm_stats=stats)
-    model.super_resolve(torch.rand(1, 3, 32, 32), [''], tiles=tiles)  # warm-up
+    size = args.memory_tile if args.memory_tile == 'auto' else int(args.memory_tile)
+    tiles = TileSettings(size, 64, size, 64, norm_stats=stats)
+    model.super_resolve(torch.rand(1, 3, 32, 32), [''], tiles=tiles)  # warm-up (and probe)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     lq = torch.rand(1, 3, side // model.scale, side // model.scale)
     _, sec = timed(lambda: model.super_resolve(lq, [''], tiles=tiles))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps(dict(side=side, base=base, peak=peak, lq=lq.numel() * 4, s=sec)))
+    costs = [c(side * side) for c in next(iter(model.tile_costs.values()), ())]
+    print(json.dumps(dict(side=side, base=base, peak=peak, lq=lq.numel() * 4, s=sec, est=costs)))
 
 
 def section_memory(args: argparse.Namespace) -> None:
     """Peak RSS vs output size, one fresh process per size."""
     what = ('pooling/upsampling stand-ins for the networks (tiling machinery only)'
             if args.memory_model == 'standin' else osp.basename(args.config))
-    print(f'\n## Peak memory vs output size ({what}; 512 px tiles, 64 px overlap)')
+    print(f'\n## Peak memory vs output size ({what}; {args.memory_tile} px tiles, 64 px overlap)')
     print('output image = 3 x H x W float32 (what super_resolve returns); '
           'extra = peak RSS - RSS after a warm-up run')
     print(_row('output', 'MP', 'output image MiB', 'extra MiB', 'extra / output image', 's'))
     print(_row(*['---'] * 6))
     for mp in args.megapixels.split(','):
         cmd = [sys.executable, __file__, '--config', args.config, '--weights', args.weights,
-               '--memory-model', args.memory_model, '--memory-child', mp]
+               '--memory-model', args.memory_model, '--memory-tile', args.memory_tile,
+               '--memory-child', mp]
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith('{')]
         if res.returncode or not lines:
@@ -304,6 +309,8 @@ def section_memory(args: argparse.Namespace) -> None:
         print(_row(f"{r['side']}x{r['side']}", f"{r['side'] ** 2 / 1e6:.1f}",
                    f'{image / 2 ** 20:.0f}', f'{extra / 2 ** 20:.0f}',
                    f'{extra / image:.2f}', f"{r['s']:.1f}"), flush=True)
+        if r['est']:  # auto: the whole-image estimates of the VAE and UNet working sets
+            print(f"  estimate (VAE, UNet): {', '.join(f'{e / 2 ** 20:.0f} MiB' for e in r['est'])}")
 
 
 def main() -> None:
