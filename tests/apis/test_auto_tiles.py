@@ -108,3 +108,10 @@ def test_infer_sizes_are_automatic_unless_given_or_set_by_the_config(infer_tool)
     assert overrides(['--max-memory', '1.5'], osediff) == dict(
         max_memory=1.5, tile_size='auto', vae_tile_size='auto')
     assert overrides(['--vae-tile-size', 'auto', '--max-memory', '2'], None)['tile_size'] == 'auto'
+
+
+def test_config_checks_take_auto_tile_sizes_and_name_a_bad_one():
+    from icmsr.engine.config_checks import check_config_values
+    check_config_values(dict(model=dict(test_cfg=dict(tile_size='auto', vae_tile_size=512))))
+    with pytest.raises(ValueError, match="model.test_cfg.vae_tile_size='big' must be an integer or 'auto'"):
+        check_config_values(dict(model=dict(test_cfg=dict(vae_tile_size='big'))))
