@@ -26,6 +26,33 @@ from icmsr.utils.color_correction import COLOR_FIX_MODES  # noqa: E402
 from icmsr.utils.tiling import BLEND_MODES  # noqa: E402
 
 
+def tile_arg(value: str):
+    """A tile size on the command line: an integer or ``auto``."""
+    return value if value == 'auto' else int(value)
+
+
+def tile_overrides(args: argparse.Namespace, config) -> dict:
+    """The tiling keys the command line sets, with automatic sizes where nothing fixes them.
+
+    Args:
+        args: Parsed arguments.
+        config: The loaded config, or None (an export folder brings its own settings).
+
+    Returns:
+        ``TileSettings`` fields overriding the model's ``test_cfg``.
+    """
+    tiles = {k: getattr(args, k) for k in ('tile_size', 'tile_overlap', 'vae_tile_size', 'vae_overlap',
+                                           'blend', 'tile_batch', 'norm_stats', 'max_memory')
+             if getattr(args, k) is not None}
+    # The user's own photos: sizes neither given here nor set by the config fit the memory;
+    # a budget asks for that whatever the config (or an export's settings) sets.
+    config_tiles = (config.model.get('test_cfg') or {}) if config is not None else None
+    for key in ('tile_size', 'vae_tile_size'):
+        if args.max_memory is not None or (config_tiles is not None and key not in config_tiles):
+            tiles.setdefault(key, 'auto')
+    return tiles
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """Parse the command line.
 
@@ -60,10 +87,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--color-fix', default=None, choices=COLOR_FIX_MODES,
                    help='colour correction of the output toward the input (default: the config\'s '
                    'model.test_cfg.color_fix)')
-    p.add_argument('--tile-size', type=int, help='UNet tile in output pixels, multiple of 8 '
-                   '(default: the config\'s model.test_cfg, 512)')
+    p.add_argument('--tile-size', type=tile_arg, help='UNet tile in output pixels, multiple of 8, '
+                   'or auto: the largest that fits --max-memory (default: the config\'s '
+                   'model.test_cfg.tile_size or an export\'s setting if there is one and no --max-memory '
+                   'is given, else auto)')
     p.add_argument('--tile-overlap', type=int, help='UNet tile overlap in output pixels (default 64)')
-    p.add_argument('--vae-tile-size', type=int, help='VAE encoder/decoder tile in output pixels (default 512)')
+    p.add_argument('--vae-tile-size', type=tile_arg,
+                   help='VAE encoder/decoder tile in output pixels, or auto (default: as --tile-size)')
+    p.add_argument('--max-memory', type=float, help='GiB a tile may use when tile sizes are auto '
+                   '(default: 80%% of free GPU memory, 50%% of available RAM on CPU)')
     p.add_argument('--vae-overlap', type=int, help='VAE tile overlap in output pixels (default 64)')
     p.add_argument('--blend', choices=BLEND_MODES, help='tile blending window (default gaussian)')
     p.add_argument('--tile-batch', type=int, help='tiles per network call (default 1)')
@@ -108,9 +140,7 @@ def main(argv=None) -> int:
     check_output_folder(args.output, '--output')
     start = time.perf_counter()
     print('building the model ...', flush=True)
-    tiles = {k: getattr(args, k) for k in ('tile_size', 'tile_overlap', 'vae_tile_size', 'vae_overlap',
-                                           'blend', 'tile_batch', 'norm_stats')
-             if getattr(args, k) is not None}
+    tiles = tile_overrides(args, config)
     try:
         inferencer = SRInferencer(
             config, args.weights, tiles=tiles, color_fix=args.color_fix, prompt=args.prompt,

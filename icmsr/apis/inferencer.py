@@ -54,8 +54,10 @@ class InferenceSummary:
                  f'in {self.seconds:.1f} s']
         if self.settings:
             s = self.settings
+            size = s.get('tile_size')
+            size = 'automatic size' if size == 'auto' else f'{size} px'
             lines.append(f"device {s.get('device')}, {s.get('dtype')}, {self.tiles} UNet tile(s) of "
-                         f"{s.get('tile_size')} px, output folder {s.get('output')}")
+                         f"{size}, output folder {s.get('output')}")
         if self.missing_captions:
             lines.append(f'{len(self.missing_captions)} image(s) had no caption and used the fixed prompt')
         if self.multi_frame:

@@ -137,13 +137,13 @@ def follow_max_iters(cfg: Dict, file_max_iters: Optional[int],
 
 
 #: Config key name -> (kind, minimum) for the numbers the toolkit and MMEngine read, wherever
-#: the key sits. ``kind`` is ``'int'``, ``'number'`` or ``'size'`` (an int or a sequence of
-#: ints); None values mean "default/off".
+#: the key sits. ``kind`` is ``'int'``, ``'number'``, ``'size'`` (an int or a sequence of
+#: ints) or ``'tile'`` (an int or ``'auto'``); None values mean "default/off".
 NUMERIC_KEYS = {
     'max_iters': ('int', 1), 'max_epochs': ('int', 1), 'val_interval': ('int', 1),
     'val_begin': ('int', 1), 'batch_size': ('int', 1), 'base_batch_size': ('int', 1),
     'num_workers': ('int', 0), 'interval': ('int', None), 'max_keep_ckpts': ('int', None),
-    'tile_size': ('int', 1), 'vae_tile_size': ('int', 1), 'tile_overlap': ('int', 0),
+    'tile_size': ('tile', 1), 'vae_tile_size': ('tile', 1), 'tile_overlap': ('int', 0),
     'vae_overlap': ('int', 0), 'lora_rank': ('int', 1), 'crop_size': ('size', 1),
     'lr': ('number', 0), 'weight_decay': ('number', 0), 'eta_min': ('number', 0),
     'cfg_scale': ('number', None), 'tsm_weight': ('number', 0), 'T_max': ('int', 1),
@@ -175,6 +175,8 @@ def _value_problem(value: Any, kind: str, minimum: Optional[float]) -> Optional[
             return f'must be an integer or a list of integers of at least {minimum}'
         return None
     is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kind == 'tile' and not is_int:
+        return None if value == 'auto' else "must be an integer or 'auto'"
     if kind == 'int' and not is_int:
         return 'must be an integer'
     if kind == 'number' and not (is_int or isinstance(value, float)):

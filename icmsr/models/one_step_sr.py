@@ -11,6 +11,7 @@ the way MMagic's ``RealESRGAN`` extends ``SRGAN``. So validation, testing,
 config builds only this class.
 """
 import contextlib
+import dataclasses
 import inspect
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
@@ -22,6 +23,7 @@ from mmengine.model import BaseModel, is_model_wrapper
 from icmsr.registry import MODELS, build_or_use
 from icmsr.structures import SRDataSample
 from icmsr.utils.color_correction import COLOR_FIX_MODES, color_fix as apply_color_fix
+from icmsr.utils.tile_memory import AUTO, TileCost, default_budget, largest_tile, measure_cost
 from icmsr.utils.tile_norm import SharedGroupNorm
 from icmsr.utils.tiling import VAE_FACTOR, TileSettings, pad_to_multiple, tiled_apply
 from .base_fingerprint import (base_fingerprint, check_fingerprint, describe_source,
@@ -29,7 +31,7 @@ from .base_fingerprint import (base_fingerprint, check_fingerprint, describe_sou
 from .lora import LoRARoles
 
 _TEST_KEYS = ('tile_size', 'tile_overlap', 'vae_tile_size', 'vae_overlap', 'blend', 'tile_batch',
-              'norm_stats')
+              'norm_stats', 'max_memory')
 
 
 def resize_to(img: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -63,7 +65,7 @@ class OneStepSR(BaseModel):
         text: extra :class:`PromptEncoder` arguments (``type`` optional).
         scale: upscaling factor (LQ -> SR).
         test_cfg: inference settings: ``tile_size``, ``tile_overlap``, ``vae_tile_size``,
-            ``vae_overlap``, ``blend``, ``tile_batch``, ``norm_stats`` (see
+            ``vae_overlap``, ``blend``, ``tile_batch``, ``norm_stats``, ``max_memory`` (see
             :class:`~icmsr.utils.tiling.TileSettings`),
             ``color_fix`` (``'none'``, ``'adain'``, ``'wavelet'``) and ``pad_multiple``.
         base_seed: seed of every randomly initialised frozen weight (``from_config``
@@ -90,6 +92,8 @@ class OneStepSR(BaseModel):
         self.base_seed = base_seed
         self.base_check = base_check
         self.roles = LoRARoles()
+        # Measured per-pixel costs (VAE, UNet) of an automatic tile size, by (device, dtype).
+        self.tile_costs: Dict[Tuple[str, str], Tuple[TileCost, TileCost]] = {}
         with self.seeded_base():
             self.scheduler = build_or_use(scheduler)
             self.unet = build_or_use(unet)
@@ -302,6 +306,8 @@ class OneStepSR(BaseModel):
 
         gen = self._unwrapped('generator')  # no-grad stages bypass a DDP wrapper
         vae = gen.vae
+        if AUTO in (tiles.tile_size, tiles.vae_tile_size):
+            tiles = self._auto_tiles(tiles, x, gen, prompt_embeds[:1])
         z_l = tiled_apply(x, gen.encode, tiles.vae_tile_size, tiles.vae_overlap,
                           scale=1 / VAE_FACTOR, mode=tiles.blend, progress=stage('encode'),
                           tile_batch=tiles.tile_batch, norms=shared(vae.encoder))
@@ -318,6 +324,35 @@ class OneStepSR(BaseModel):
         del z0
         sr = img.float()[..., :out_h, :out_w].add_(1).div_(2).clamp_(0, 1)
         return apply_color_fix(sr, lq, mode)
+
+    def _auto_tiles(self, tiles: TileSettings, x: torch.Tensor, gen: nn.Module,
+                    embeds: torch.Tensor) -> TileSettings:
+        """``tiles`` with each ``'auto'`` size replaced by the largest that fits the budget.
+
+        The per-pixel costs of the VAE (the larger terms of the encoder and the decoder) and of
+        the UNet are measured once per device and dtype on a 128 px probe tile and cached.
+        """
+        dtype = next(gen.parameters()).dtype
+        key = (str(x.device), str(dtype))
+        if key not in self.tile_costs:
+            probe, pixels = x[:1, :, :128, :128], 128 * 128
+            probe = F.pad(probe, (0, 128 - probe.shape[-1], 0, 128 - probe.shape[-2]))
+            latent = []
+            enc = measure_cost(gen.vae.encoder, lambda: latent.append(gen.encode(probe)), pixels)
+            dec = measure_cost(gen.vae.decoder, lambda: gen.decode(latent[0]), pixels)
+            unet = measure_cost(gen.unet, lambda: gen.denoise(latent[0], embeds), pixels)
+            vae = TileCost(max(enc.linear, dec.linear), max(enc.quadratic, dec.quadratic))
+            self.tile_costs[key] = (vae, unet)
+        vae, unet = self.tile_costs[key]
+        budget = (tiles.max_memory * 2 ** 30 if tiles.max_memory is not None
+                  else default_budget(x.device))
+        copies, (height, width) = x.shape[0] * tiles.tile_batch, x.shape[-2:]
+        sizes = {}
+        if tiles.vae_tile_size == AUTO:
+            sizes['vae_tile_size'] = largest_tile(vae, height, width, tiles.vae_overlap, budget, copies)
+        if tiles.tile_size == AUTO:
+            sizes['tile_size'] = largest_tile(unet, height, width, tiles.tile_overlap, budget, copies)
+        return dataclasses.replace(tiles, **sizes)
 
     def _sr_batch(self, inputs: Dict[str, Any], data_samples: Optional[Sequence[Any]]) -> torch.Tensor:
         """Super-resolve a preprocessed batch at its GT size (``scale`` times the LQ without GT)."""

@@ -21,11 +21,12 @@ maps to whole pixels on both sides.
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
 
+from .tile_memory import AUTO
 from .tile_norm import LayerGathered, SharedGroupNorm, TileCore, core_bounds
 
 BLEND_MODES = ('gaussian', 'cosine', 'constant')
@@ -237,9 +238,11 @@ class TileSettings:
     Attributes:
         tile_size: Tile of the UNet stage (latent tile = ``tile_size / 8``). SD v1
             is trained at 512 px; larger tiles cost memory, smaller ones context.
+            ``'auto'``: the largest tile whose measured working set fits ``max_memory``
+            (the whole image when it fits; :mod:`icmsr.utils.tile_memory`).
         tile_overlap: Overlap of neighbouring UNet tiles.
         vae_tile_size: Tile of the VAE encoder and decoder (the decoder is the
-            most memory-hungry stage; lower this first when memory is short).
+            most memory-hungry stage; lower this first when memory is short), or ``'auto'``.
         vae_overlap: Overlap of neighbouring VAE tiles.
         blend: Blend window, one of :data:`icmsr.utils.tiling.BLEND_MODES`.
         tile_batch: Tiles per network call (throughput on a GPU; memory grows with it).
@@ -247,24 +250,35 @@ class TileSettings:
             statistics of the whole image, so tiles change the memory, not the picture
             (:mod:`icmsr.utils.tile_norm`; one partial pass per GroupNorm layer);
             ``'tile'``: each tile normalises itself (faster, the tile grid shows).
+        max_memory: GiB an ``'auto'`` tile's working set may use; None: a share of the
+            device's free memory (:func:`icmsr.utils.tile_memory.default_budget`).
     """
 
-    tile_size: int = 512
+    tile_size: Union[int, str] = 512
     tile_overlap: int = 64
-    vae_tile_size: int = 512
+    vae_tile_size: Union[int, str] = 512
     vae_overlap: int = 64
     blend: str = 'gaussian'
     tile_batch: int = 1
     norm_stats: str = 'image'
+    max_memory: Optional[float] = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the key on a setting the tiling cannot honour."""
         for name in ('tile_size', 'tile_overlap', 'vae_tile_size', 'vae_overlap'):
             value = getattr(self, name)
-            if value < 0 or value % VAE_FACTOR:
-                raise ValueError(f'{name}={value} must be a non-negative multiple of {VAE_FACTOR}.')
-        if self.tile_size <= self.tile_overlap or self.vae_tile_size <= self.vae_overlap:
-            raise ValueError('Tile sizes must exceed their overlaps.')
+            if name.endswith('tile_size') and value == AUTO:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value % VAE_FACTOR:
+                raise ValueError(f'{name}={value!r} must be a non-negative multiple of {VAE_FACTOR}'
+                                 + (f" or {AUTO!r}." if name.endswith('tile_size') else '.'))
+        for size, overlap in ((self.tile_size, self.tile_overlap), (self.vae_tile_size, self.vae_overlap)):
+            if size != AUTO and size <= overlap:
+                raise ValueError('Tile sizes must exceed their overlaps.')
+        memory = self.max_memory
+        if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float))
+                                   or not memory > 0):
+            raise ValueError(f'max_memory={memory!r} must be a positive number of GiB (or None).')
         if self.blend not in BLEND_MODES:
             raise ValueError(f'blend={self.blend!r}; choose one of {BLEND_MODES}.')
         if not isinstance(self.tile_batch, int) or self.tile_batch < 1:

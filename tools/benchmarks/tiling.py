@@ -11,7 +11,10 @@
   picture, ``--picture``);
 * ``memory``: peak RSS over a warm baseline at 1/4/16/64 MP output, each in a fresh
   process, against the output image's own size;
-* ``batch``: tiles/s for ``tile_batch`` 1 vs N and whether the outputs are bitwise equal.
+* ``batch``: tiles/s for ``tile_batch`` 1 vs N and whether the outputs are bitwise equal;
+* ``auto``: the automatic tile sizes at this machine's default budget and a few fixed ones,
+  and the time of ``super_resolve`` with them vs fixed 512 px tiles (use ``--lq-size 256``
+  for a 1024 px output).
 
 Times are wall-clock on whatever machine runs it; on a shared CPU they vary with load.
 """
@@ -55,6 +58,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--memory-model', default='standin', choices=('standin', 'model'),
                    help='memory section: pooling/upsampling stand-ins for the three networks '
                         '(the tiling machinery alone; fast) or the config\'s model')
+    p.add_argument('--memory-tile', default='512', help='memory section tile size (or auto: '
+                   'also prints the estimate of icmsr.utils.tile_memory for the whole image)')
     p.add_argument('--tile-batch', type=int, default=4)
     p.add_argument('--picture', default=None, help='write whole | per-tile | image-stats crops')
     p.add_argument('--memory-child', default=None, help=argparse.SUPPRESS)
@@ -80,7 +85,7 @@ def load_model(args: argparse.Namespace) -> Any:
 
 def load_lq(args: argparse.Namespace) -> torch.Tensor:
     """The LQ crop ``(1, 3, s, s)`` in ``[0, 1]``."""
-    from icmsr.datasets.image_io import load_image_rgb
+    from icmsr.fileio.image_io import load_image_rgb
     import cv2
     img = np.array(load_image_rgb(args.image))
     if min(img.shape[:2]) < args.lq_size:  # a small LQ is enlarged (bicubic) to the crop size
@@ -230,6 +235,28 @@ def section_batch(args: argparse.Namespace, model: Any, lq: torch.Tensor) -> Non
                        f'{(out - ref).abs().max().item():.2e}'), flush=True)
 
 
+def section_auto(args: argparse.Namespace, model: Any, lq: torch.Tensor) -> None:
+    """Automatic tile sizes (default budget and fixed ones) and their time vs 512 px tiles."""
+    from icmsr.utils.tile_memory import default_budget, largest_tile
+    side = lq.shape[-1] * model.scale
+    auto, t_auto = timed(lambda: _sr(model, lq, tile_size='auto', vae_tile_size='auto'))
+    vae, unet = next(iter(model.tile_costs.values()))  # measured by the call above
+    print(f'\n### Automatic tiles, {side} px output (first call measures the probe tiles)\n')
+    print(_row('budget', 'VAE tile', 'UNet tile', 'VAE estimate at that tile',
+               'UNet estimate at that tile'))
+    print(_row(*['---'] * 5))
+    for label, budget in [('default', default_budget(torch.device('cpu')))] + [
+            (f'{g} GiB', g * 2 ** 30) for g in (4, 1, 0.25)]:
+        tv, tu = (largest_tile(c, side, side, 64, budget) for c in (vae, unet))
+        est = [f'{c(min(t, side) ** 2) / 2 ** 30:.2f} GiB' for c, t in ((vae, tv), (unet, tu))]
+        print(_row(f'{label} ({budget / 2 ** 30:.1f} GiB)' if label == 'default' else label,
+                   tv, tu, *est))
+    fixed, t_fixed = timed(lambda: _sr(model, lq, tile_size=512, vae_tile_size=512))
+    print(f'\nauto (default budget): {t_auto:.1f} s; fixed 512 px tiles: {t_fixed:.1f} s '
+          f'({t_fixed / t_auto:.1f}x the auto time); PSNR fixed vs auto '
+          f'{psnr_max(fixed, auto)[0]:.1f} dB', flush=True)
+
+
 def _standin(model: Any) -> None:
     # Cheap stand-ins with the stages' shapes: the memory of the tiling machinery itself.
     gen = model.generator
@@ -247,27 +274,30 @@ def memory_child(args: argparse.Namespace) -> None:
     mp = float(args.memory_child)
     side = int(round(math.sqrt(mp * 1e6) / 64)) * 64
     stats = 'tile' if args.memory_model == 'standin' else 'image'
-    tiles = TileSettings(512, 64, 512, 64, norm_stats=stats)
-    model.super_resolve(torch.rand(1, 3, 32, 32), [''], tiles=tiles)  # warm-up
+    size = args.memory_tile if args.memory_tile == 'auto' else int(args.memory_tile)
+    tiles = TileSettings(size, 64, size, 64, norm_stats=stats)
+    model.super_resolve(torch.rand(1, 3, 32, 32), [''], tiles=tiles)  # warm-up (and probe)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     lq = torch.rand(1, 3, side // model.scale, side // model.scale)
     _, sec = timed(lambda: model.super_resolve(lq, [''], tiles=tiles))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps(dict(side=side, base=base, peak=peak, lq=lq.numel() * 4, s=sec)))
+    costs = [c(side * side) for c in next(iter(model.tile_costs.values()), ())]
+    print(json.dumps(dict(side=side, base=base, peak=peak, lq=lq.numel() * 4, s=sec, est=costs)))
 
 
 def section_memory(args: argparse.Namespace) -> None:
     """Peak RSS vs output size, one fresh process per size."""
     what = ('pooling/upsampling stand-ins for the networks (tiling machinery only)'
             if args.memory_model == 'standin' else osp.basename(args.config))
-    print(f'\n## Peak memory vs output size ({what}; 512 px tiles, 64 px overlap)')
+    print(f'\n## Peak memory vs output size ({what}; {args.memory_tile} px tiles, 64 px overlap)')
     print('output image = 3 x H x W float32 (what super_resolve returns); '
           'extra = peak RSS - RSS after a warm-up run')
     print(_row('output', 'MP', 'output image MiB', 'extra MiB', 'extra / output image', 's'))
     print(_row(*['---'] * 6))
     for mp in args.megapixels.split(','):
         cmd = [sys.executable, __file__, '--config', args.config, '--weights', args.weights,
-               '--memory-model', args.memory_model, '--memory-child', mp]
+               '--memory-model', args.memory_model, '--memory-tile', args.memory_tile,
+               '--memory-child', mp]
         res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         lines = [ln for ln in res.stdout.splitlines() if ln.startswith('{')]
         if res.returncode or not lines:
@@ -279,6 +309,8 @@ def section_memory(args: argparse.Namespace) -> None:
         print(_row(f"{r['side']}x{r['side']}", f"{r['side'] ** 2 / 1e6:.1f}",
                    f'{image / 2 ** 20:.0f}', f'{extra / 2 ** 20:.0f}',
                    f'{extra / image:.2f}', f"{r['s']:.1f}"), flush=True)
+        if r['est']:  # auto: the whole-image estimates of the VAE and UNet working sets
+            print(f"  estimate (VAE, UNet): {', '.join(f'{e / 2 ** 20:.0f} MiB' for e in r['est'])}")
 
 
 def main() -> None:
@@ -301,6 +333,8 @@ def main() -> None:
         section_unet_full(args, model, lq, unet_only=False)
     if 'batch' in sections:
         section_batch(args, model, lq[..., :64, :64])
+    if 'auto' in sections:
+        section_auto(args, model, lq)
     if 'memory' in sections:
         section_memory(args)
     print(f'\n[tiling] torch {torch.__version__}, {torch.get_num_threads()} threads; '
