@@ -9,7 +9,8 @@ from diffusers.models.attention_processor import Attention
 from icmsr.utils.tile_memory import TileCost, largest_tile, measure_cost
 from icmsr.utils.tiling import TileSettings
 
-AUTO = TileSettings('auto', 32, 'auto', 32)
+# Per-tile statistics keep the tiled runs fast: these tests are about the chosen sizes.
+AUTO = TileSettings('auto', 32, 'auto', 32, norm_stats='tile')
 
 
 def _run(model, lq, tiles):
