@@ -31,10 +31,10 @@ from typing import Any, Callable, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from realsr_data import realsr_root
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
-DEFAULT_IMAGE = '/work/shared/data/realsr/test_LR/Canon_001_LR4.png'
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,7 +47,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--config', default=osp.join(ROOT, 'configs', 'icmsr_tiny_base.py'))
     p.add_argument('--weights', default=osp.join(ROOT, 'work_dirs', 'icmsr_tiny_base',
                                                  'iter_200.pth'))
-    p.add_argument('--image', default=DEFAULT_IMAGE, help='LQ photo (its top-left crop is used)')
+    p.add_argument('--image', default=osp.join(realsr_root(), 'test_LR', 'Canon_001_LR4.png'),
+                   help='LQ photo (its top-left crop is used; default: RealSR Canon_001)')
     p.add_argument('--lq-size', type=int, default=128, help='LQ crop side (output: x scale); smaller photos are enlarged to it')
     p.add_argument('--sections', default='vae,unet,full,batch,memory')
     p.add_argument('--arch', default='config', choices=('config', 'sd14'),
