@@ -23,15 +23,15 @@ from mmengine.model import BaseModel, is_model_wrapper
 from icmsr.registry import MODELS, build_or_use
 from icmsr.structures import SRDataSample
 from icmsr.utils.color_correction import COLOR_FIX_MODES, color_fix as apply_color_fix
+from icmsr.utils.tile_context import WholeImageContext
 from icmsr.utils.tile_memory import AUTO, TileCost, default_budget, largest_tile, measure_cost
-from icmsr.utils.tile_norm import SharedGroupNorm
 from icmsr.utils.tiling import VAE_FACTOR, TileSettings, pad_to_multiple, tiled_apply
 from .base_fingerprint import (base_fingerprint, check_fingerprint, describe_source,
                                fingerprint_from_state, fingerprint_to_tensor)
 from .lora import LoRARoles
 
 _TEST_KEYS = ('tile_size', 'tile_overlap', 'vae_tile_size', 'vae_overlap', 'blend', 'tile_batch',
-              'norm_stats', 'max_memory')
+              'norm_stats', 'attention_memory', 'max_memory')
 
 
 def resize_to(img: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -65,8 +65,8 @@ class OneStepSR(BaseModel):
         text: extra :class:`PromptEncoder` arguments (``type`` optional).
         scale: upscaling factor (LQ -> SR).
         test_cfg: inference settings: ``tile_size``, ``tile_overlap``, ``vae_tile_size``,
-            ``vae_overlap``, ``blend``, ``tile_batch``, ``norm_stats``, ``max_memory`` (see
-            :class:`~icmsr.utils.tiling.TileSettings`),
+            ``vae_overlap``, ``blend``, ``tile_batch``, ``norm_stats``, ``attention_memory``,
+            ``max_memory`` (see :class:`~icmsr.utils.tiling.TileSettings`),
             ``color_fix`` (``'none'``, ``'adain'``, ``'wavelet'``) and ``pad_multiple``.
         base_seed: seed of every randomly initialised frozen weight (``from_config``
             components: tiny configs, benchmarks), so a config always rebuilds the
@@ -296,8 +296,9 @@ class OneStepSR(BaseModel):
         def stage(name: str) -> Optional[Callable[[int, int], None]]:
             return None if progress is None else (lambda done, total: progress(name, done, total))
 
-        def shared(*modules: nn.Module) -> Optional[SharedGroupNorm]:
-            return SharedGroupNorm(modules) if tiles.norm_stats == 'image' else None
+        def shared(module: nn.Module) -> Optional[WholeImageContext]:
+            return (WholeImageContext([module], tiles.attention_memory * 2 ** 30)
+                    if tiles.norm_stats == 'image' else None)
 
         def denoise(z: torch.Tensor) -> torch.Tensor:
             # Stacked tiles (tile_batch) are tile-major: repeat the prompts alongside.

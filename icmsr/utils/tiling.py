@@ -6,8 +6,9 @@ results are blended with weights that taper inside the overlaps. Because only
 one tile (or ``tile_batch`` tiles) is in flight at a time, the activation memory
 depends on the tile size, not on the image size (the full-size input and output
 tensors are the only image-sized buffers). With a
-:class:`~icmsr.utils.tile_norm.SharedGroupNorm` every GroupNorm uses the
-statistics of the whole image, so the tiles do not show.
+:class:`~icmsr.utils.tile_context.WholeImageContext` every GroupNorm uses the
+statistics of the whole image (and self-attention its keys and values), so the
+tiles do not show.
 
 The same routine serves the three stages of the generator:
 
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .tile_memory import AUTO
-from .tile_norm import LayerGathered, SharedGroupNorm, TileCore, core_bounds
+from .tile_context import LayerGathered, TileCore, WholeImageContext, core_bounds
 
 BLEND_MODES = ('gaussian', 'cosine', 'constant')
 VAE_FACTOR = 8  # SD's VAE downsamples by 8
@@ -110,7 +111,7 @@ def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], til
                 overlap: int, scale: float = 1.0, mode: str = 'gaussian',
                 out_device: Optional[torch.device] = None,
                 progress: Optional[Callable[[int, int], None]] = None,
-                tile_batch: int = 1, norms: Optional[SharedGroupNorm] = None) -> torch.Tensor:
+                tile_batch: int = 1, norms: Optional[WholeImageContext] = None) -> torch.Tensor:
     """Run ``fn`` on overlapping tiles of ``x`` and blend the results.
 
     Args:
@@ -130,9 +131,9 @@ def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], til
             pass, in tiles (``total`` is the tile count; ``done`` reaches it with the last
             pass); an exception it raises stops the work.
         tile_batch: Tiles per call of ``fn``.
-        norms: Whole-image GroupNorm statistics for the network ``fn`` runs
-            (:class:`~icmsr.utils.tile_norm.SharedGroupNorm`): its gather passes run
-            over all tiles before the blended pass. None: each tile normalises itself.
+        norms: Whole-image context for the network ``fn`` runs
+            (:class:`~icmsr.utils.tile_context.WholeImageContext`): its gather passes run
+            over all tiles before the blended pass. None: each tile sees only itself.
 
     Returns:
         The blended output ``(B, C', H * scale, W * scale)`` in ``fn``'s dtype.
@@ -198,6 +199,8 @@ def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], til
         sum_y[gy * up:(gy + th) * up] += w
     for gx, w in zip(xs, win_x):
         sum_x[gx * up:(gx + tw) * up] += w
+    if norms is not None:
+        norms.set_grid(gh, gw)
     with norms.attached() if norms is not None else contextlib.nullcontext():
         for layer in range(passes):
             norms.begin_gather(layer)
@@ -247,9 +250,15 @@ class TileSettings:
         blend: Blend window, one of :data:`icmsr.utils.tiling.BLEND_MODES`.
         tile_batch: Tiles per network call (throughput on a GPU; memory grows with it).
         norm_stats: ``'image'``: every GroupNorm of the VAE and the UNet uses the
-            statistics of the whole image, so tiles change the memory, not the picture
-            (:mod:`icmsr.utils.tile_norm`; one partial pass per GroupNorm layer);
-            ``'tile'``: each tile normalises itself (faster, the tile grid shows).
+            statistics of the whole image, and their self-attention layers its keys and
+            values (within ``attention_memory``), so tiles change the memory, not the
+            picture (:mod:`icmsr.utils.tile_context`; one partial pass per shared layer);
+            ``'tile'``: each tile sees only itself (faster, the tile grid shows).
+        attention_memory: With ``norm_stats='image'``, GiB the whole-image keys (or values)
+            of one self-attention layer may take for the layer to attend over the whole
+            image; larger layers, and all at 0, attend within each tile. SD's VAE keeps 2 KiB
+            each per latent position in float32, so the default covers a 2048x2048 output;
+            the UNet's deep layers are smaller and stay shared the longest.
         max_memory: GiB an ``'auto'`` tile's working set may use; None: a share of the
             device's free memory (:func:`icmsr.utils.tile_memory.default_budget`).
     """
@@ -261,6 +270,7 @@ class TileSettings:
     blend: str = 'gaussian'
     tile_batch: int = 1
     norm_stats: str = 'image'
+    attention_memory: float = 0.25
     max_memory: Optional[float] = None
 
     def validate(self) -> None:
@@ -283,6 +293,9 @@ class TileSettings:
             raise ValueError(f'blend={self.blend!r}; choose one of {BLEND_MODES}.')
         if not isinstance(self.tile_batch, int) or self.tile_batch < 1:
             raise ValueError(f'tile_batch={self.tile_batch!r} must be an integer >= 1.')
+        share = self.attention_memory
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not share >= 0:
+            raise ValueError(f'attention_memory={share!r} must be a number of GiB >= 0.')
         if self.norm_stats not in NORM_STATS:
             raise ValueError(f'norm_stats={self.norm_stats!r}; choose one of {NORM_STATS}.')
 

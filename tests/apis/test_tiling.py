@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from icmsr.utils.tile_norm import SharedGroupNorm, core_bounds
+from icmsr.utils.tile_context import WholeImageContext, core_bounds
 from icmsr.utils.tiling import blend_window_1d, tile_starts, tiled_apply
 
 
@@ -101,7 +101,7 @@ def test_bad_arguments_raise():
         tiled_apply(torch.zeros(1, 3, 64, 64), lambda t: t[..., :-1], tile=32, overlap=8)
 
 
-# ----------------------------------------------------- whole-image GroupNorm statistics
+# ----------------------------------------- whole-image GroupNorm statistics and attention
 class _ConvNormNet(torch.nn.Module):
     """Three 1x1 conv + GroupNorm + SiLU layers: pointwise but for the GroupNorm statistics."""
 
@@ -128,26 +128,58 @@ def test_shared_group_norm_reproduces_the_whole_image_network():
     x = torch.rand(2, 3, 80, 112) * torch.linspace(0, 4, 112)  # brightness differs per tile
     with torch.no_grad():
         whole = net(x)
-        shared = tiled_apply(x, net, tile=48, overlap=16, norms=SharedGroupNorm([net]))
+        shared = tiled_apply(x, net, tile=48, overlap=16, norms=WholeImageContext([net]))
         per_tile = tiled_apply(x, net, tile=48, overlap=16)
     # Rounding of O(1) activations through three float32 layers: a few ulp of 1, not 1e-4.
     assert torch.allclose(shared, whole, atol=1e-4, rtol=0)
     assert (per_tile - whole).abs().max() > 0.05  # what per-tile statistics did
 
 
-def test_shared_group_norm_tiled_vae_close_to_whole():
+class _ConvNormAttentionNet(_ConvNormNet):
+    """The pointwise layers around diffusers' VAE attention block (GroupNorm inside it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from diffusers.models.attention_processor import Attention
+        self.attention = Attention(8, heads=1, dim_head=8, norm_num_groups=4, bias=True,
+                                   residual_connection=True, upcast_softmax=True,
+                                   _from_deprecated_attn_block=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers[1:](self.attention(self.layers[0](x)))
+
+
+def test_shared_attention_reproduces_the_whole_image_network():
+    # Pointwise layers and one self-attention: with the whole image's statistics, keys and
+    # values every tile computes what the whole image does (float32 rounding left). Within
+    # the tile, or with keys and values over the memory limit, the attention sees the tile only.
+    net = _ConvNormAttentionNet().eval()
+    x = torch.rand(1, 3, 40, 56) * torch.linspace(0, 4, 56)
+    with torch.no_grad():
+        whole = net(x)
+        context = WholeImageContext([net], attention_memory=2 ** 20)
+        shared = tiled_apply(x, net, tile=24, overlap=8, norms=context)
+        small = WholeImageContext([net], attention_memory=40 * 56 * 8 * 4 - 1)  # one byte short
+        norms_only = tiled_apply(x, net, tile=24, overlap=8, norms=small)
+    assert torch.allclose(shared, whole, atol=1e-4, rtol=0)
+    assert context.attention_summary() == (2, 0, 2 * 40 * 56 * 8 * 4)  # keys and values kept
+    assert small.attention_summary() == (0, 2, 0)
+    assert (norms_only - whole).abs().max() > 0.01  # what tile-local attention does
+
+
+def test_whole_image_context_tiled_vae_close_to_whole():
     """The demo's pretrained tiny VAE (diffusers' AutoencoderKL) tiled vs whole, on a photo.
 
-    The floors separate the two behaviours, not rounding: per-tile statistics shift
-    each tile's tone by tens of grey levels; shared ones leave the effect of the
-    tile-local mid-block attention and receptive field only (docs/inference.md).
+    The floors separate the behaviours, not rounding: per-tile statistics shift each
+    tile's tone by tens of grey levels; tile-local attention leaves tens of levels in
+    places; the whole-image context leaves the tiles' zero padding only.
     """
     from diffusers import AutoencoderKL
     from skimage import data
     root = osp.join(osp.dirname(__file__), '..', '..', 'configs', 'tiny_base')
     vae = AutoencoderKL.from_pretrained(root, subfolder='vae').eval()
     photo = torch.from_numpy(data.astronaut()).permute(2, 0, 1)[None].float() / 127.5 - 1
-    x = F.interpolate(photo, size=(128, 128), mode='area')
+    x = F.interpolate(photo, size=(256, 256), mode='area')
 
     def encode(t):
         return vae.encode(t).latent_dist.mode()
@@ -158,22 +190,27 @@ def test_shared_group_norm_tiled_vae_close_to_whole():
         z = encode(x)
         whole = decode(z)
         psnr = {}
-        for name, shared in (('shared', True), ('per-tile', False)):
-            enc = SharedGroupNorm([vae.encoder]) if shared else None
-            dec = SharedGroupNorm([vae.decoder]) if shared else None
-            psnr[name] = (_psnr(decode(tiled_apply(x, encode, 64, 32, scale=1 / 8, norms=enc)),
+        for name, norms, attention in (('image', True, 2 ** 30), ('tile attention', True, 0),
+                                       ('per-tile', False, 0)):
+            enc, dec = ((WholeImageContext([m], attention) for m in (vae.encoder, vae.decoder))
+                        if norms else (None, None))
+            psnr[name] = (_psnr(decode(tiled_apply(x, encode, 128, 32, scale=1 / 8, norms=enc)),
                                 whole, 2.0),
-                          _psnr(tiled_apply(z, decode, 8, 4, scale=8, norms=dec), whole, 2.0))
-    assert psnr['shared'][0] >= 40 > psnr['per-tile'][0], psnr  # encoder (~45 vs ~31 dB)
-    assert psnr['shared'][1] >= psnr['per-tile'][1] + 3, psnr  # decoder (~32 vs ~26 dB)
+                          _psnr(tiled_apply(z, decode, 16, 4, scale=8, norms=dec), whole, 2.0))
+    # Measured (encoder, decoder): image (55.5, 47.0), tile attention (50.8, 32.5),
+    # per-tile (30.4, 26.1) dB; rounding on another CPU moves them by far less than the margins.
+    for stage, gain in ((0, 2), (1, 5)):  # encoder, decoder (its attention sits before 3 upsamplings)
+        assert psnr['image'][stage] >= 45, psnr  # the issue's floor, here at 128 px tiles
+        assert psnr['image'][stage] >= psnr['tile attention'][stage] + gain, psnr
+        assert psnr['tile attention'][stage] > psnr['per-tile'][stage] + 5, psnr
 
 
 def test_shared_group_norm_batched_tiles_match_one_by_one():
     net = _ConvNormNet().eval()
     x = torch.rand(1, 3, 80, 112)
     with torch.no_grad():
-        one = tiled_apply(x, net, tile=48, overlap=16, norms=SharedGroupNorm([net]))
-        batched = tiled_apply(x, net, tile=48, overlap=16, norms=SharedGroupNorm([net]),
+        one = tiled_apply(x, net, tile=48, overlap=16, norms=WholeImageContext([net]))
+        batched = tiled_apply(x, net, tile=48, overlap=16, norms=WholeImageContext([net]),
                               tile_batch=4)
     # Per-sample maths throughout; the convolution may pick another kernel for another
     # batch size, so equal up to float32 rounding (a few ulp of O(1) values).
@@ -185,7 +222,7 @@ def test_progress_counts_every_pass_and_its_error_stops_the_work():
     x = torch.rand(1, 3, 80, 112)
     seen = []
     with torch.no_grad():
-        tiled_apply(x, net, tile=48, overlap=16, norms=SharedGroupNorm([net]),
+        tiled_apply(x, net, tile=48, overlap=16, norms=WholeImageContext([net]),
                     progress=lambda d, t: seen.append((d, t)))
     tiles = len(tile_starts(80, 48, 16)) * len(tile_starts(112, 48, 16))
     # After every tile forward (3 gather passes + 1), counted in whole tiles.
@@ -202,7 +239,7 @@ def test_progress_counts_every_pass_and_its_error_stops_the_work():
         calls.append(1)
         return net(t)
     with torch.no_grad(), pytest.raises(KeyboardInterrupt):
-        tiled_apply(x, counting, tile=48, overlap=16, norms=SharedGroupNorm([net]), progress=cancel)
+        tiled_apply(x, counting, tile=48, overlap=16, norms=WholeImageContext([net]), progress=cancel)
     assert len(calls) == 2  # no tile ran after the callback raised
 
 
@@ -214,7 +251,8 @@ def test_core_bounds_partition_the_axis():
     assert all(s <= lo < hi <= s + 32 for s, (lo, hi) in zip(starts, bounds))
 
 
-@pytest.mark.parametrize('key,value', [('tile_batch', 0), ('norm_stats', 'global')])
+@pytest.mark.parametrize('key,value', [('tile_batch', 0), ('norm_stats', 'global'),
+                                       ('attention_memory', -1)])
 def test_test_cfg_errors_name_the_key(key, value):
     from icmsr.models.one_step_sr import OneStepSR
     with pytest.raises(ValueError, match=f'model.test_cfg.{key}='):

@@ -26,7 +26,7 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, List, Tuple
 
 import numpy as np
 import torch
@@ -62,6 +62,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--memory-tile', default='512', help='memory section tile size (or auto: '
                    'also prints the estimate of icmsr.utils.tile_memory for the whole image)')
     p.add_argument('--tile-batch', type=int, default=4)
+    p.add_argument('--attention-memory', type=float, default=0.25,
+                   help='GiB of whole-image keys (or values) per shared attention layer')
     p.add_argument('--picture', default=None, help='write whole | per-tile | image-stats crops')
     p.add_argument('--memory-child', default=None, help=argparse.SUPPRESS)
     return p.parse_args()
@@ -97,6 +99,12 @@ def load_lq(args: argparse.Namespace) -> torch.Tensor:
     return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
 
 
+def contexts(args: argparse.Namespace) -> List[Tuple[str, str, float]]:
+    """(label, norm_stats, attention_memory) of the compared tile contexts."""
+    return [('tile', 'tile', 0), ('image norms, tile attention', 'image', 0),
+            ('image', 'image', args.attention_memory)]
+
+
 def timed(fn: Callable[[], Any]) -> Tuple[Any, float]:
     """``fn()`` and its wall time in seconds."""
     start = time.perf_counter()
@@ -110,7 +118,7 @@ def _row(*cells: Any) -> str:
 
 def section_vae(args: argparse.Namespace, model: Any, x: torch.Tensor) -> None:
     """VAE encoder and decoder, tiled vs whole."""
-    from icmsr.utils.tile_norm import SharedGroupNorm
+    from icmsr.utils.tile_context import WholeImageContext
     from icmsr.utils.tiling import tiled_apply
     if args.arch == 'sd14':
         from diffusers import AutoencoderKL
@@ -133,14 +141,15 @@ def section_vae(args: argparse.Namespace, model: Any, x: torch.Tensor) -> None:
     print(f'\n## VAE only: {name}, image {x.shape[-1]}x{x.shape[-2]} '
           f'(whole: encode {t_enc:.1f} s, decode {t_dec:.1f} s)')
     print('encode: tiled latents decoded whole; decode: whole latents decoded in tiles')
-    print(_row('tile', 'overlap', 'norm stats', 'encode PSNR / max', 'encode s',
+    print(_row('tile', 'overlap', 'context', 'encode PSNR / max', 'encode s',
                'decode PSNR / max', 'decode s'))
     print(_row(*['---'] * 7))
     for tile in map(int, args.tiles.split(',')):
         for overlap in map(int, args.overlaps.split(',')):
-            for stats in ('tile', 'image'):
-                enc = SharedGroupNorm([vae.encoder]) if stats == 'image' else None
-                dec = SharedGroupNorm([vae.decoder]) if stats == 'image' else None
+            for stats, norm_stats, share in contexts(args):
+                enc, dec = ((WholeImageContext([m], share * 2 ** 30)
+                             for m in (vae.encoder, vae.decoder))
+                            if norm_stats == 'image' else (None, None))
                 with torch.no_grad():
                     z_t, te = timed(lambda: tiled_apply(x, encode, tile, overlap, scale=1 / 8,
                                                         norms=enc))
@@ -166,13 +175,15 @@ def section_unet_full(args: argparse.Namespace, model: Any, lq: torch.Tensor,
     title = 'UNet only (VAE whole)' if unet_only else 'Full path (VAE + UNet tiles)'
     print(f'\n## {title}: {osp.basename(args.config)}, output {side}x{side} '
           f'(whole {t_whole:.1f} s)')
-    print(_row('tile', 'overlap', 'norm stats', 'PSNR', 'max diff', 's', 'x whole time'))
+    print(_row('tile', 'overlap', 'context', 'PSNR', 'max diff', 's', 'x whole time'))
     print(_row(*['---'] * 7))
     results = {}
+    compared = contexts(args)
     for tile in map(int, args.tiles.split(',')):
         for overlap in map(int, args.overlaps.split(',')):
-            for stats in ('tile', 'image'):
-                keys = dict(tile_size=tile, tile_overlap=overlap, norm_stats=stats,
+            for stats, norm_stats, share in compared:
+                keys = dict(tile_size=tile, tile_overlap=overlap, norm_stats=norm_stats,
+                            attention_memory=share,
                             vae_tile_size=big if unet_only else tile,
                             vae_overlap=64 if unet_only else overlap)
                 out, sec = timed(lambda: _sr(model, lq, **keys))
@@ -188,7 +199,7 @@ def section_unet_full(args: argparse.Namespace, model: Any, lq: torch.Tensor,
 
 def write_picture(path: str, whole: torch.Tensor, per_tile: torch.Tensor,
                   shared: torch.Tensor, key: Tuple[int, int]) -> None:
-    """whole | per-tile statistics | whole-image statistics, same crop, figures underneath."""
+    """whole | per-tile context | whole-image context, same crop, figures underneath."""
     import cv2
 
     from icmsr.utils.atomic_io import atomic_save_image
@@ -210,7 +221,7 @@ def write_picture(path: str, whole: torch.Tensor, per_tile: torch.Tensor,
     grid = np.concatenate([
         panel(whole, 'whole image (reference)\none tile'),
         panel(per_tile, f'per-tile GroupNorm (before)\n{p_t:.1f} dB, max diff {m_t:.0f}'),
-        panel(shared, f'whole-image GroupNorm\n{p_s:.1f} dB, max diff {m_s:.0f}')], 1)
+        panel(shared, f'whole-image context\n{p_s:.1f} dB, max diff {m_s:.0f}')], 1)
     atomic_save_image(path, grid, optimize=True)
     print(f'[tiling] picture: {path} ({tiles}; centre 256x256 crop shown at 2x)')
 
