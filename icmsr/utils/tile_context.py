@@ -31,10 +31,11 @@ cost and the measured alternatives).
 
 Whole-image keys and values grow with the photo (SD's VAE: 4 KiB per latent
 position in float32, about 5x the float32 output image; SD's UNet: sixteen
-self-attention layers, about 90x the output image in all), so a layer shares
-them only while they take at most ``attention_memory`` bytes; the layers of a
-larger image attend within each tile. The deep, coarse layers of the UNet stay
-shared the longest, as their keys and values are the smallest.
+self-attention layers, about 90x the output image in all), so they are kept
+within a budget, ``attention_memory`` bytes per network: one tile runs through
+first to size every attention layer, and the layers are shared smallest first
+(the UNet's deep, coarse ones) while their keys and values fit; the others
+attend within each tile.
 
 Alternatives measured (tools/benchmarks/tiling.py, docs/inference.md):
 
@@ -49,7 +50,7 @@ Alternatives measured (tools/benchmarks/tiling.py, docs/inference.md):
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -108,8 +109,8 @@ def self_attention_layers(module: nn.Module) -> List[nn.Module]:
 
 
 # What the final pass uses per hooked call: GroupNorm (mean, 1/std) of shape (B, G), or the
-# whole-image keys/values (B, H * W, C), or None for an attention kept within the tile.
-_Context = Union[Tuple[torch.Tensor, torch.Tensor], torch.Tensor, None]
+# whole-image keys/values (B, H * W, C).
+_Context = Union[Tuple[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class WholeImageContext:
@@ -117,9 +118,10 @@ class WholeImageContext:
 
     Usage (what :func:`~icmsr.utils.tiling.tiled_apply` does)::
 
-        context = WholeImageContext([vae.decoder], attention_memory=2 ** 28)
+        context = WholeImageContext([vae.decoder], attention_memory=2 ** 29)
         context.set_grid(height, width)
         with context.attached():
+            context.plan(lambda: fn(first_tile))  # with set_tiles([its core]) before
             for layer in range(context.num_layers):
                 context.begin_gather(layer)
                 for tile ...:
@@ -135,25 +137,23 @@ class WholeImageContext:
     Args:
         modules: Modules whose layers are shared (e.g. ``[vae.decoder]``); each hooked
             layer must run once per forward, in the same order for every tile.
-        attention_memory: Bytes the whole-image keys (or values) of one self-attention
-            layer may take for it to be shared; a larger one, and every one at 0, attends
-            within the tile.
+        attention_memory: Bytes the kept whole-image keys and values of all shared
+            self-attention layers may take together; 0: every attention stays within its tile.
     """
 
     def __init__(self, modules: Sequence[nn.Module], attention_memory: float = 0) -> None:
         self.norms = [m for module in modules for m in module.modules()
                       if isinstance(m, nn.GroupNorm)]
-        self.projections = [proj for module in modules if attention_memory > 0
-                            for attn in self_attention_layers(module)
-                            for proj in (attn.to_k, attn.to_v)]
+        self.attentions = [attn for module in modules if attention_memory > 0
+                           for attn in self_attention_layers(module)]
         self.attention_memory = attention_memory
-        self.num_layers = len(self.norms) + len(self.projections)
+        self._shared: Optional[List[nn.Module]] = None if self.attentions else []  # projections
+        self._sizes: Optional[dict] = None  # projection -> whole-image bytes, while planning
         self._grid: Optional[Tuple[int, int]] = None
         self._tiles: List[TileCore] = []
         self._gather: Optional[int] = None  # the hooked call being gathered
         self._calls = 0
         self._taken: Optional[torch.Tensor] = None  # sums (3, B, G) or a (B, H, W, C) map
-        self._local = False  # the gathered attention is too large to share
         self._context: List[_Context] = []  # per hooked call, as gathered
         self._layers: List[nn.Module] = []  # the layer of each call, as gathered
 
@@ -164,7 +164,8 @@ class WholeImageContext:
         Yields:
             This object.
         """
-        handles = [m.register_forward_hook(self._hook) for m in self.norms + self.projections]
+        projections = [p for attn in self.attentions for p in (attn.to_k, attn.to_v)]
+        handles = [m.register_forward_hook(self._hook) for m in self.norms + projections]
         try:
             yield self
         finally:
@@ -180,6 +181,40 @@ class WholeImageContext:
         """
         self._grid = (height, width)
 
+    @property
+    def num_layers(self) -> int:
+        """Hooked calls per forward, one gather pass each (known once :meth:`plan` ran)."""
+        if self._shared is None:
+            raise RuntimeError('Call plan() first: which attention layers are shared '
+                               'depends on the image size.')
+        return len(self.norms) + len(self._shared)
+
+    def plan(self, run_tile: Callable[[], Any]) -> None:
+        """Size the attention layers on one tile and choose the ones to share.
+
+        Args:
+            run_tile: Runs one tile through the network (its core announced with
+                :meth:`set_tiles`, the grid with :meth:`set_grid`); every layer normalises and
+                attends within the tile during this run.
+        """
+        if self._shared is not None:
+            return
+        self._sizes = {}
+        try:
+            run_tile()
+        finally:
+            sizes, self._sizes = self._sizes, None
+        budget, self._shared = self.attention_memory, []
+        pairs = [(sizes.get(a.to_k, 0) + sizes.get(a.to_v, 0), i) for i, a in enumerate(self.attentions)]
+        chosen = set()
+        for size, i in sorted(pairs):  # smallest first: the most layers for the budget
+            if 0 < size <= budget:
+                budget -= size
+                chosen.add(i)
+        # Forward order, as the hooks meet them.
+        self._shared = [p for i, a in enumerate(self.attentions) if i in chosen
+                        for p in (a.to_k, a.to_v)]
+
     def begin_gather(self, layer: int) -> None:
         """Start gathering the ``layer``-th hooked call of a forward.
 
@@ -189,17 +224,15 @@ class WholeImageContext:
         """
         if layer != len(self._context):
             raise ValueError(f'Gather layer {len(self._context)} next, not {layer}.')
-        self._gather, self._taken, self._local = layer, None, False
+        self._gather, self._taken = layer, None
 
     def end_gather(self) -> None:
         """Turn what the gather pass took into the layer's whole-image context."""
-        if self._taken is None and not self._local:
+        if self._taken is None:
             raise RuntimeError(f'Hooked call {self._gather} was never reached: the network '
                                'runs fewer shared layers per forward than it holds.')
         layer = self._layers[-1]
-        if self._local:
-            self._context.append(None)
-        elif isinstance(layer, nn.GroupNorm):
+        if isinstance(layer, nn.GroupNorm):
             total, square, count = self._taken
             mean = total / count
             var = (square / count - mean * mean).clamp_min(0)
@@ -215,9 +248,8 @@ class WholeImageContext:
             ``(shared, within_tile, bytes)``: key/value projections that use the whole
             image, those that stay within the tile, and the bytes of the kept keys/values.
         """
-        kept = [c for c, m in zip(self._context, self._layers) if not isinstance(m, nn.GroupNorm)]
-        shared = [c for c in kept if c is not None]
-        return (len(shared), len(kept) - len(shared),
+        shared = [c for c, m in zip(self._context, self._layers) if not isinstance(m, nn.GroupNorm)]
+        return (len(shared), 2 * len(self.attentions) - len(shared),
                 sum(c.numel() * c.element_size() for c in shared))
 
     def set_tiles(self, tiles: Sequence[TileCore]) -> None:
@@ -264,15 +296,15 @@ class WholeImageContext:
                                 core.new_full(core.shape[:2], core.shape[-1])])
             self._taken = sums if self._taken is None else self._taken + sums
 
+    def _image_shape(self, y: torch.Tensor, tile: TileCore) -> Tuple[int, int, int, int]:
+        # (h, w) of the tile's (N, L, C) projection and (height, width) of the whole image's.
+        h, w = self._hw(y.shape[1], tile, y.shape)
+        return h, w, round(self._grid[0] * h / tile.height), round(self._grid[1] * w / tile.width)
+
     def _take_projection(self, y: torch.Tensor) -> None:
         batch = y.shape[0] // len(self._tiles)
-        grid_h, grid_w = self._grid
         for i, tile in enumerate(self._tiles):
-            h, w = self._hw(y.shape[1], tile, y.shape)
-            height, width = round(grid_h * h / tile.height), round(grid_w * w / tile.width)
-            if batch * height * width * y.shape[-1] * y.element_size() > self.attention_memory:
-                self._local = True
-                return
+            h, w, height, width = self._image_shape(y, tile)
             if self._taken is None:
                 self._taken = y.new_zeros(batch, height, width, y.shape[-1])
             oy, ox, rows, cols = self._scaled(tile, h, w)
@@ -296,6 +328,14 @@ class WholeImageContext:
               output: torch.Tensor) -> Optional[torch.Tensor]:
         if not self._tiles:
             return None  # a call outside tiled processing
+        if self._sizes is not None:  # planning: size the projections, change nothing
+            if not isinstance(module, nn.GroupNorm):
+                _, _, height, width = self._image_shape(output, self._tiles[0])
+                batch = output.shape[0] // len(self._tiles)
+                self._sizes[module] = batch * height * width * output.shape[-1] * output.element_size()
+            return None
+        if not isinstance(module, nn.GroupNorm) and module not in self._shared:
+            return None  # an attention that stays within the tile: not a shared layer
         index, self._calls = self._calls, self._calls + 1
         if index == self._gather:
             if index == len(self._layers):
@@ -313,8 +353,6 @@ class WholeImageContext:
                                'not gathered (a layer run twice per forward, or in another '
                                'order); it cannot be shared across tiles.')
         context = self._context[index]
-        if context is None:
-            return None  # attention within the tile
         if isinstance(module, nn.GroupNorm):
             return self._normalise(module, inputs[0], *context, output.dtype)
         n_tiles = len(self._tiles)

@@ -163,8 +163,7 @@ def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], til
     tiles = [TileCore(gy, gx, th, tw, cy + cx) for gy, cy in zip(ys, cores_y)
              for gx, cx in zip(xs, cores_x)]
     chunks = [tiles[i:i + tile_batch] for i in range(0, len(tiles), tile_batch)]
-    passes = 0 if norms is None else norms.num_layers
-    total, done = len(tiles) * (passes + 1), 0
+    done = 0
 
     def run(chunk: List[TileCore]) -> torch.Tensor:
         batch = torch.cat([x[:, :, t.top * down:(t.top + th) * down,
@@ -202,6 +201,10 @@ def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], til
     if norms is not None:
         norms.set_grid(gh, gw)
     with norms.attached() if norms is not None else contextlib.nullcontext():
+        if norms is not None:  # one tile sizes the attention layers: which ones are shared
+            norms.plan(lambda: run(chunks[0][:1]))
+        passes = 0 if norms is None else norms.num_layers
+        total = len(tiles) * (passes + 1)
         for layer in range(passes):
             norms.begin_gather(layer)
             for chunk in chunks:
@@ -254,11 +257,12 @@ class TileSettings:
             values (within ``attention_memory``), so tiles change the memory, not the
             picture (:mod:`icmsr.utils.tile_context`; one partial pass per shared layer);
             ``'tile'``: each tile sees only itself (faster, the tile grid shows).
-        attention_memory: With ``norm_stats='image'``, GiB the whole-image keys (or values)
-            of one self-attention layer may take for the layer to attend over the whole
-            image; larger layers, and all at 0, attend within each tile. SD's VAE keeps 2 KiB
-            each per latent position in float32, so the default covers a 2048x2048 output;
-            the UNet's deep layers are smaller and stay shared the longest.
+        attention_memory: With ``norm_stats='image'``, GiB the whole-image keys and values
+            of the shared self-attention layers may take, per network (VAE encoder, UNet,
+            VAE decoder). Layers are shared smallest first while they fit; the others, and
+            all at 0, attend within each tile. SD's VAE keeps 4 KiB per latent position in
+            float32, so the default shares its attention up to about an 8 MP output; the
+            UNet's deep layers are the smallest and stay shared the longest.
         max_memory: GiB an ``'auto'`` tile's working set may use; None: a share of the
             device's free memory (:func:`icmsr.utils.tile_memory.default_budget`).
     """
@@ -270,7 +274,7 @@ class TileSettings:
     blend: str = 'gaussian'
     tile_batch: int = 1
     norm_stats: str = 'image'
-    attention_memory: float = 0.25
+    attention_memory: float = 0.5
     max_memory: Optional[float] = None
 
     def validate(self) -> None:

@@ -159,12 +159,44 @@ def test_shared_attention_reproduces_the_whole_image_network():
         whole = net(x)
         context = WholeImageContext([net], attention_memory=2 ** 20)
         shared = tiled_apply(x, net, tile=24, overlap=8, norms=context)
-        small = WholeImageContext([net], attention_memory=40 * 56 * 8 * 4 - 1)  # one byte short
+        small = WholeImageContext([net], attention_memory=2 * 40 * 56 * 8 * 4 - 1)  # a byte short
         norms_only = tiled_apply(x, net, tile=24, overlap=8, norms=small)
     assert torch.allclose(shared, whole, atol=1e-4, rtol=0)
     assert context.attention_summary() == (2, 0, 2 * 40 * 56 * 8 * 4)  # keys and values kept
     assert small.attention_summary() == (0, 2, 0)
     assert (norms_only - whole).abs().max() > 0.01  # what tile-local attention does
+
+
+class _TwoScaleAttentionNet(_ConvNormAttentionNet):
+    """An attention at full resolution, then one at half resolution (4x fewer keys)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from diffusers.models.attention_processor import Attention
+        self.coarse = Attention(8, heads=1, dim_head=8, norm_num_groups=4, bias=True,
+                                residual_connection=True, _from_deprecated_attn_block=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fine = self.attention(self.layers[0](x))
+        coarse = self.coarse(F.avg_pool2d(fine, 2))
+        return self.layers[1:](fine + F.interpolate(coarse, scale_factor=2, mode='nearest'))
+
+
+def test_attention_budget_shares_the_smallest_layers_first():
+    # Keys + values of the whole image: 2 x positions x 8 channels x 4 bytes per layer.
+    net, x = _TwoScaleAttentionNet().eval(), torch.rand(1, 3, 40, 56)
+    fine, coarse = 2 * 40 * 56 * 8 * 4, 2 * 20 * 28 * 8 * 4
+    with torch.no_grad():
+        whole = net(x)
+        results = {}
+        for budget in (fine, fine + coarse):  # the fine layer alone would fit the first
+            context = WholeImageContext([net], attention_memory=budget)
+            results[budget] = tiled_apply(x, net, tile=24, overlap=8, norms=context)
+            results[budget, 'summary'] = context.attention_summary()
+    assert results[fine, 'summary'] == (2, 2, coarse)  # the coarse layer first, then no room
+    assert results[fine + coarse, 'summary'] == (4, 0, fine + coarse)
+    assert torch.allclose(results[fine + coarse], whole, atol=1e-4, rtol=0)
+    assert (results[fine] - whole).abs().max() > 0.01  # the fine layer attended within tiles
 
 
 def test_whole_image_context_tiled_vae_close_to_whole():

@@ -62,8 +62,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--memory-tile', default='512', help='memory section tile size (or auto: '
                    'also prints the estimate of icmsr.utils.tile_memory for the whole image)')
     p.add_argument('--tile-batch', type=int, default=4)
-    p.add_argument('--attention-memory', type=float, default=0.25,
-                   help='GiB of whole-image keys (or values) per shared attention layer')
+    p.add_argument('--contexts', default='tile,norms,image',
+                   help='compared tile contexts: tile (per-tile norms and attention), norms '
+                        '(whole-image GroupNorm, attention within tiles), image (both whole-image)')
+    p.add_argument('--attention-memory', type=float, default=0.5,
+                   help='GiB of whole-image attention keys and values per network')
     p.add_argument('--picture', default=None, help='write whole | per-tile | image-stats crops')
     p.add_argument('--memory-child', default=None, help=argparse.SUPPRESS)
     return p.parse_args()
@@ -101,8 +104,10 @@ def load_lq(args: argparse.Namespace) -> torch.Tensor:
 
 def contexts(args: argparse.Namespace) -> List[Tuple[str, str, float]]:
     """(label, norm_stats, attention_memory) of the compared tile contexts."""
-    return [('tile', 'tile', 0), ('image norms, tile attention', 'image', 0),
-            ('image', 'image', args.attention_memory)]
+    every = {'tile': ('tile', 'tile', 0),
+             'norms': ('image norms, tile attention', 'image', 0),
+             'image': ('image', 'image', args.attention_memory)}
+    return [every[name] for name in args.contexts.split(',')]
 
 
 def timed(fn: Callable[[], Any]) -> Tuple[Any, float]:
@@ -193,13 +198,15 @@ def section_unet_full(args: argparse.Namespace, model: Any, lq: torch.Tensor,
                            f'{sec / t_whole:.1f}'), flush=True)
     if args.picture and not unet_only:
         key = (int(args.tiles.split(',')[0]), int(args.overlaps.split(',')[-1]))
-        write_picture(args.picture, whole, results[key + ('tile', )],
-                      results[key + ('image', )], key)
+        titles = {'tile': 'per-tile context (before)', 'image norms, tile attention':
+                  'whole-image norms,\nattention within tiles', 'image': 'whole-image context'}
+        write_picture(args.picture, whole, [(titles[c[0]], results[key + (c[0], )])
+                                            for c in compared], key)
 
 
-def write_picture(path: str, whole: torch.Tensor, per_tile: torch.Tensor,
-                  shared: torch.Tensor, key: Tuple[int, int]) -> None:
-    """whole | per-tile context | whole-image context, same crop, figures underneath."""
+def write_picture(path: str, whole: torch.Tensor, tiled: List[Tuple[str, torch.Tensor]],
+                  key: Tuple[int, int]) -> None:
+    """whole | each tiled result, same crop, with its PSNR and max difference underneath."""
     import cv2
 
     from icmsr.utils.atomic_io import atomic_save_image
@@ -210,20 +217,18 @@ def write_picture(path: str, whole: torch.Tensor, per_tile: torch.Tensor,
         arr = ((img[0, :, crop, crop].clamp(-1, 1) + 1) * 127.5).round().byte()
         arr = np.ascontiguousarray(arr.permute(1, 2, 0).numpy())
         arr = cv2.resize(arr, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
-        bar = np.full((44, arr.shape[1], 3), 255, np.uint8)
+        bar = np.full((64, arr.shape[1], 3), 255, np.uint8)
         for i, line in enumerate(label.split('\n')):
             cv2.putText(bar, line, (6, 17 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
                         cv2.LINE_AA)
         return np.concatenate([arr, bar], 0)
-    p_t, m_t = psnr_max(per_tile, whole)
-    p_s, m_s = psnr_max(shared, whole)
-    tiles = f'{key[0]} px tiles, {key[1]} px overlap'
-    grid = np.concatenate([
-        panel(whole, 'whole image (reference)\none tile'),
-        panel(per_tile, f'per-tile GroupNorm (before)\n{p_t:.1f} dB, max diff {m_t:.0f}'),
-        panel(shared, f'whole-image context\n{p_s:.1f} dB, max diff {m_s:.0f}')], 1)
-    atomic_save_image(path, grid, optimize=True)
-    print(f'[tiling] picture: {path} ({tiles}; centre 256x256 crop shown at 2x)')
+    panels = [panel(whole, 'whole image (reference)\none tile')]
+    for title, img in tiled:
+        p, m = psnr_max(img, whole)
+        panels.append(panel(img, f'{title}\n{p:.1f} dB, max diff {m:.0f}'))
+    atomic_save_image(path, np.concatenate(panels, 1), optimize=True)
+    print(f'[tiling] picture: {path} ({key[0]} px tiles, {key[1]} px overlap; '
+          'centre 256x256 crop shown at 2x)')
 
 
 def section_batch(args: argparse.Namespace, model: Any, lq: torch.Tensor) -> None:
