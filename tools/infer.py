@@ -42,7 +42,8 @@ def tile_overrides(args: argparse.Namespace, config) -> dict:
         ``TileSettings`` fields overriding the model's ``test_cfg``.
     """
     tiles = {k: getattr(args, k) for k in ('tile_size', 'tile_overlap', 'vae_tile_size', 'vae_overlap',
-                                           'blend', 'tile_batch', 'norm_stats', 'max_memory')
+                                           'blend', 'tile_batch', 'norm_stats',
+                                           'attention_memory', 'max_memory')
              if getattr(args, k) is not None}
     # The user's own photos: sizes neither given here nor set by the config fit the memory;
     # a budget asks for that whatever the config (or an export's settings) sets.
@@ -99,8 +100,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--vae-overlap', type=int, help='VAE tile overlap in output pixels (default 64)')
     p.add_argument('--blend', choices=BLEND_MODES, help='tile blending window (default gaussian)')
     p.add_argument('--tile-batch', type=int, help='tiles per network call (default 1)')
-    p.add_argument('--norm-stats', choices=('image', 'tile'), help='GroupNorm statistics of '
-                   'tiles: whole image (default; tiles do not show) or per tile (faster)')
+    p.add_argument('--norm-stats', choices=('image', 'tile'), help='what tiles see: the whole '
+                   'image\'s GroupNorm statistics and attention keys/values (default; tiles do '
+                   'not show) or only themselves (faster)')
+    p.add_argument('--attention-memory', type=float, help='GiB of whole-image attention keys and '
+                   'values per network with --norm-stats image (default 0.5; 0: attention '
+                   'within tiles)')
     p.add_argument('--seed', type=int, default=0, help='seed set before every image')
     # No limit by default: these are the user's own files and tiles bound the memory; the
     # limit is for shared servers (the web app) and for catching a mistaken huge input.

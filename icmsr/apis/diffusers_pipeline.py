@@ -177,7 +177,7 @@ class ICMSRPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, image: Union[ImageLike, Sequence[ImageLike]],
                  prompt: Optional[Union[str, Sequence[str]]] = None,
-                 tile_size: Optional[int] = None, tile_overlap: Optional[int] = None,
+                 tile_size: Optional[Union[int, str]] = None, tile_overlap: Optional[int] = None,
                  color_fix: Optional[str] = None, output_type: str = 'pil',
                  seed: Optional[int] = 0,
                  progress: Optional[Callable[[str, int, int], None]] = None,
@@ -188,7 +188,9 @@ class ICMSRPipeline(DiffusionPipeline):
             image: a path, PIL image, ``(H, W[, C])`` array or ``(3, H, W)`` tensor in
                 ``[0, 1]``, or a list of them (images may differ in size).
             prompt: one prompt for all images, one per image, or None (empty prompt).
-            tile_size: UNet tile in output pixels (default: the model's ``test_cfg``).
+            tile_size: UNet tile in output pixels (default: the model's ``test_cfg``), or
+                ``'auto'``: the UNet and VAE tiles as large as the device's memory allows
+                (the whole image when it fits; :class:`~icmsr.utils.tiling.TileSettings`).
             tile_overlap: overlap of UNet tiles (default: the model's ``test_cfg``).
             color_fix: ``'none'``, ``'adain'`` or ``'wavelet'`` (default: ``test_cfg``).
             output_type: ``'pil'``, ``'np'`` (float32 ``(H, W, 3)`` in ``[0, 1]``) or
@@ -209,6 +211,8 @@ class ICMSRPipeline(DiffusionPipeline):
         prompts = self._prompts(prompt, len(images))
         model = self.sr_model
         tiles = model.tiles
+        if tile_size == 'auto':
+            tiles = dataclasses.replace(tiles, vae_tile_size='auto')
         if tile_size is not None or tile_overlap is not None:
             tiles = dataclasses.replace(tiles, **{k: v for k, v in (('tile_size', tile_size),
                                                                      ('tile_overlap', tile_overlap))

@@ -82,6 +82,14 @@ def test_output_types_tiles_and_lists(pipe, trained, photos, monkeypatch):
     assert torch.equal(tiled, _reference(trained, paths[1], tiles=tiles, color_fix='adain'))
     denoise = [c for c in calls if c[0] == 'denoise']
     assert denoise[-1][1] == denoise[-1][2] > 1  # several UNet tiles, reported live
+    # 'auto' over a model set to 16 px tiles: this machine's memory takes the 40 px output
+    # whole, as one tile of each stage.
+    monkeypatch.setattr(pipe.sr_model, 'tiles', dataclasses.replace(
+        pipe.sr_model.tiles, tile_size=16, tile_overlap=8, vae_tile_size=16, vae_overlap=8))
+    calls.clear()
+    whole = pipe(paths[1], tile_size='auto', output_type='pt', progress=lambda *a: calls.append(a))
+    assert calls == [('encode', 1, 1), ('denoise', 1, 1), ('decode', 1, 1)]
+    assert torch.equal(whole.images, _reference(trained, paths[1]))
     with pytest.raises(ValueError, match='2 prompts for 1 images'):
         pipe(paths[0], prompt=['a', 'b'])
     with pytest.raises(ValueError, match="output_type='latent'"):
