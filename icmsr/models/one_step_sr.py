@@ -348,11 +348,19 @@ class OneStepSR(BaseModel):
         budget = (tiles.max_memory * 2 ** 30 if tiles.max_memory is not None
                   else default_budget(x.device))
         copies, (height, width) = x.shape[0] * tiles.tile_batch, x.shape[-2:]
+        # Tiled with whole-image context, the kept attention keys/values share the budget.
+        kept = tiles.attention_memory * 2 ** 30 if tiles.norm_stats == 'image' else 0
+
+        def fit(cost: TileCost, overlap: int) -> int:
+            tile = largest_tile(cost, height, width, overlap, budget, copies)
+            whole = tile >= max(height, width)
+            return tile if whole else largest_tile(cost, height, width, overlap,
+                                                   max(budget - kept, 0), copies)
         sizes = {}
         if tiles.vae_tile_size == AUTO:
-            sizes['vae_tile_size'] = largest_tile(vae, height, width, tiles.vae_overlap, budget, copies)
+            sizes['vae_tile_size'] = fit(vae, tiles.vae_overlap)
         if tiles.tile_size == AUTO:
-            sizes['tile_size'] = largest_tile(unet, height, width, tiles.tile_overlap, budget, copies)
+            sizes['tile_size'] = fit(unet, tiles.tile_overlap)
         return dataclasses.replace(tiles, **sizes)
 
     def _sr_batch(self, inputs: Dict[str, Any], data_samples: Optional[Sequence[Any]]) -> torch.Tensor:

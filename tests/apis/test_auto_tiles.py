@@ -46,6 +46,31 @@ def test_small_budget_tiles_with_the_chosen_sizes(tiny_model):
     assert torch.equal(out, explicit)
 
 
+def test_kept_attention_keys_and_values_share_the_budget(tiny_model):
+    # Tiled with whole-image context, the kept keys/values (attention_memory) come out of the
+    # budget: 192 px VAE tiles fit the budget alone, 128 px ones what is left of it.
+    lq = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))  # 256 px output
+    _run(tiny_model, lq[..., :8, :8], dataclasses.replace(AUTO, max_memory=1000.0))
+    vae, _ = tiny_model.tile_costs[('cpu', str(torch.float32))]
+    budget, left = vae(192 * 192), vae(128 * 128)
+    assert largest_tile(vae, 256, 256, 32, budget) == 192
+    seen = {}
+
+    class Seen(Exception):
+        pass
+
+    def first(stage, done, total):
+        seen[stage] = total
+        raise Seen  # the tile count is all this test needs
+    for stats, kept, tiles in (('tile', 0, 4), ('image', budget - left, 9)):
+        settings = dataclasses.replace(AUTO, tile_size=512, norm_stats=stats,
+                                       max_memory=budget / 2 ** 30,
+                                       attention_memory=kept / 2 ** 30)
+        with pytest.raises(Seen):
+            tiny_model.super_resolve(lq, [''], tiles=settings, progress=first)
+        assert seen['encode'] == tiles, stats  # 2 x 2 tiles of 192 px, 3 x 3 of 128 px
+
+
 def test_measured_cost_counts_module_tensors_and_attention_scores():
     conv = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1))
     x = torch.rand(1, 3, 8, 8)
