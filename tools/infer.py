@@ -98,7 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--max-memory', type=float, help='GiB a tile may use when tile sizes are auto '
                    '(default: 80%% of free GPU memory, 50%% of available RAM on CPU)')
     p.add_argument('--vae-overlap', type=int, help='VAE tile overlap in output pixels (default 64)')
-    p.add_argument('--blend', choices=BLEND_MODES, help='tile blending window (default gaussian)')
+    p.add_argument('--blend', choices=BLEND_MODES, help='tile blending window (default: core with '
+                   '--norm-stats image, gaussian with --norm-stats tile)')
     p.add_argument('--tile-batch', type=int, help='tiles per network call (default 1)')
     p.add_argument('--norm-stats', choices=('image', 'tile'), help='what tiles see: the whole '
                    'image\'s GroupNorm statistics and attention keys/values (default; tiles do '

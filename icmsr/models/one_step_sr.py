@@ -310,16 +310,16 @@ class OneStepSR(BaseModel):
         if AUTO in (tiles.tile_size, tiles.vae_tile_size):
             tiles = self._auto_tiles(tiles, x, gen, prompt_embeds[:1])
         z_l = tiled_apply(x, gen.encode, tiles.vae_tile_size, tiles.vae_overlap,
-                          scale=1 / VAE_FACTOR, mode=tiles.blend, progress=stage('encode'),
+                          scale=1 / VAE_FACTOR, mode=tiles.blend_mode, progress=stage('encode'),
                           tile_batch=tiles.tile_batch, norms=shared(vae.encoder))
         del x
         z0 = tiled_apply(z_l, denoise, tiles.tile_size // VAE_FACTOR,
-                         tiles.tile_overlap // VAE_FACTOR, scale=1, mode=tiles.blend,
+                         tiles.tile_overlap // VAE_FACTOR, scale=1, mode=tiles.blend_mode,
                          progress=stage('denoise'), tile_batch=tiles.tile_batch,
                          norms=shared(gen.unet))
         del z_l
         img = tiled_apply(z0, gen.decode, tiles.vae_tile_size // VAE_FACTOR,
-                          tiles.vae_overlap // VAE_FACTOR, scale=VAE_FACTOR, mode=tiles.blend,
+                          tiles.vae_overlap // VAE_FACTOR, scale=VAE_FACTOR, mode=tiles.blend_mode,
                           progress=stage('decode'), tile_batch=tiles.tile_batch,
                           norms=shared(vae.decoder))
         del z0

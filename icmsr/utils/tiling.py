@@ -22,7 +22,7 @@ maps to whole pixels on both sides.
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .tile_memory import AUTO
 from .tile_context import LayerGathered, TileCore, WholeImageContext, core_bounds
 
-BLEND_MODES = ('gaussian', 'cosine', 'constant')
+BLEND_MODES = ('core', 'gaussian', 'cosine', 'constant')
 VAE_FACTOR = 8  # SD's VAE downsamples by 8
 
 
@@ -107,6 +107,40 @@ def blend_window_1d(size: int, overlap: int, taper_start: bool, taper_end: bool,
     return w.clamp_min(1e-3).float()
 
 
+def core_window_1d(size: int, core: Tuple[int, int], ramp: int, taper_start: bool,
+                   taper_end: bool) -> torch.Tensor:
+    """Blending weight that keeps a tile to its core, with short steps where cores meet.
+
+    With the whole image's context every tile computes nearly the whole image's values; what
+    still differs is near a tile's edge, where zero padding cuts the receptive field. This
+    window gives full weight to the tile's core (the middle of each overlap is where cores
+    meet) and steps to neighbours with raised-cosine ramps of ``ramp`` centred there, so the
+    outer half of each overlap gets no weight from the tile whose edge it is. Neighbours'
+    ramps sum to 1.
+
+    Args:
+        size: Tile extent on the output grid.
+        core: ``(begin, end)`` of the tile's core, relative to the tile.
+        ramp: Length of each step (half the overlap).
+        taper_start: Whether the tile has a neighbour before it.
+        taper_end: Whether the tile has a neighbour after it.
+
+    Returns:
+        Float32 weights of shape ``(size,)``, strictly positive.
+    """
+    pos = torch.arange(size, dtype=torch.float64) + 0.5
+    ramp = max(ramp, 1)
+
+    def step(t: torch.Tensor) -> torch.Tensor:  # 0 -> 1 over t in [0, 1]
+        return 0.5 - 0.5 * torch.cos(math.pi * t.clamp(0, 1))
+    w = torch.ones(size, dtype=torch.float64)
+    if taper_start:
+        w = w * step((pos - core[0]) / ramp + 0.5)
+    if taper_end:
+        w = w * step((core[1] - pos) / ramp + 0.5)
+    return w.clamp_min(1e-3).float()
+
+
 def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], tile: int,
                 overlap: int, scale: float = 1.0, mode: str = 'gaussian',
                 out_device: Optional[torch.device] = None,
@@ -125,7 +159,8 @@ def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], til
         overlap: Minimum overlap in input pixels (rounded like ``tile``).
         scale: Output/input size ratio: 8 (decoder), 1, or 1/8 (encoder). Must
             be an integer or the reciprocal of one.
-        mode: Blend window, see :func:`blend_window_1d`.
+        mode: Blend window: ``'core'`` (:func:`core_window_1d`, for a network that sees the
+            whole image's context) or one of :func:`blend_window_1d`'s.
         out_device: Where the image-sized output lives (default: ``x``'s device).
         progress: Called as ``progress(done, total)`` after each tile forward of each
             pass, in tiles (``total`` is the tile count; ``done`` reaches it with the last
@@ -189,10 +224,15 @@ def tiled_apply(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], til
     device = x.device if out_device is None else out_device
     # The blend weights are separable and so is their sum over the tile grid: two vectors
     # normalise the output, not a second image-sized buffer.
-    win_y = [blend_window_1d(th * up, g_overlap * up, i > 0, i < len(ys) - 1, mode)
-             for i in range(len(ys))]
-    win_x = [blend_window_1d(tw * up, g_overlap * up, i > 0, i < len(xs) - 1, mode)
-             for i in range(len(xs))]
+    def windows(starts: List[int], cores: List[Tuple[int, int]], size: int) -> List[torch.Tensor]:
+        last = len(starts) - 1
+        if mode == 'core':
+            return [core_window_1d(size * up, ((c0 - s) * up, (c1 - s) * up), g_overlap * up // 2,
+                                   i > 0, i < last)
+                    for i, (s, (c0, c1)) in enumerate(zip(starts, cores))]
+        return [blend_window_1d(size * up, g_overlap * up, i > 0, i < last, mode)
+                for i in range(len(starts))]
+    win_y, win_x = windows(ys, cores_y, th), windows(xs, cores_x, tw)
     sum_y, sum_x = torch.zeros(gh * up), torch.zeros(gw * up)
     for gy, w in zip(ys, win_y):
         sum_y[gy * up:(gy + th) * up] += w
@@ -250,7 +290,10 @@ class TileSettings:
         vae_tile_size: Tile of the VAE encoder and decoder (the decoder is the
             most memory-hungry stage; lower this first when memory is short), or ``'auto'``.
         vae_overlap: Overlap of neighbouring VAE tiles.
-        blend: Blend window, one of :data:`icmsr.utils.tiling.BLEND_MODES`.
+        blend: Blend window, one of :data:`icmsr.utils.tiling.BLEND_MODES`; None: ``'core'``
+            with the whole image's context (``norm_stats='image'``), where tiles agree and only
+            their edges differ, ``'gaussian'`` per tile, where tiles disagree and wide blends
+            hide it.
         tile_batch: Tiles per network call (throughput on a GPU; memory grows with it).
         norm_stats: ``'image'``: every GroupNorm of the VAE and the UNet uses the
             statistics of the whole image, and their self-attention layers its keys and
@@ -271,11 +314,18 @@ class TileSettings:
     tile_overlap: int = 64
     vae_tile_size: Union[int, str] = 512
     vae_overlap: int = 64
-    blend: str = 'gaussian'
+    blend: Optional[str] = None
     tile_batch: int = 1
     norm_stats: str = 'image'
     attention_memory: float = 0.5
     max_memory: Optional[float] = None
+
+    @property
+    def blend_mode(self) -> str:
+        """The blend window in use: ``blend``, or the one that suits ``norm_stats``."""
+        if self.blend is not None:
+            return self.blend
+        return 'core' if self.norm_stats == 'image' else 'gaussian'
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the key on a setting the tiling cannot honour."""
@@ -293,7 +343,7 @@ class TileSettings:
         if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float))
                                    or not memory > 0):
             raise ValueError(f'max_memory={memory!r} must be a positive number of GiB (or None).')
-        if self.blend not in BLEND_MODES:
+        if self.blend is not None and self.blend not in BLEND_MODES:
             raise ValueError(f'blend={self.blend!r}; choose one of {BLEND_MODES}.')
         if not isinstance(self.tile_batch, int) or self.tile_batch < 1:
             raise ValueError(f'tile_batch={self.tile_batch!r} must be an integer >= 1.')

@@ -124,7 +124,7 @@ def _row(*cells: Any) -> str:
 def section_vae(args: argparse.Namespace, model: Any, x: torch.Tensor) -> None:
     """VAE encoder and decoder, tiled vs whole."""
     from icmsr.utils.tile_context import WholeImageContext
-    from icmsr.utils.tiling import tiled_apply
+    from icmsr.utils.tiling import TileSettings, tiled_apply
     if args.arch == 'sd14':
         from diffusers import AutoencoderKL
         from mmengine.config import Config
@@ -155,12 +155,13 @@ def section_vae(args: argparse.Namespace, model: Any, x: torch.Tensor) -> None:
                 enc, dec = ((WholeImageContext([m], share * 2 ** 30)
                              for m in (vae.encoder, vae.decoder))
                             if norm_stats == 'image' else (None, None))
+                mode = TileSettings(norm_stats=norm_stats).blend_mode
                 with torch.no_grad():
                     z_t, te = timed(lambda: tiled_apply(x, encode, tile, overlap, scale=1 / 8,
-                                                        norms=enc))
+                                                        norms=enc, mode=mode))
                     e = psnr_max(decode(z_t), whole)
                     d_t, td = timed(lambda: tiled_apply(z, decode, tile // 8, overlap // 8,
-                                                        scale=8, norms=dec))
+                                                        scale=8, norms=dec, mode=mode))
                     d = psnr_max(d_t, whole)
                 print(_row(tile, overlap, stats, f'{e[0]:.1f} dB / {e[1]:.0f}', f'{te:.1f}',
                            f'{d[0]:.1f} dB / {d[1]:.0f}', f'{td:.1f}'), flush=True)
