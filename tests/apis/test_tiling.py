@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from icmsr.utils.tile_context import WholeImageContext, core_bounds
-from icmsr.utils.tiling import blend_window_1d, tile_starts, tiled_apply
+from icmsr.utils.tiling import blend_window_1d, core_window_1d, tile_starts, tiled_apply
 
 
 @pytest.mark.parametrize('length,tile,overlap', [(100, 32, 8), (64, 64, 16), (65, 64, 16), (513, 96, 32)])
@@ -66,7 +66,7 @@ def test_no_seam_when_tiles_disagree(mode):
     assert _max_step(smooth) < 0.25 * _max_step(hard), (_max_step(smooth), _max_step(hard))
 
 
-@pytest.mark.parametrize('mode', ['gaussian', 'cosine', 'constant'])
+@pytest.mark.parametrize('mode', ['core', 'gaussian', 'cosine', 'constant'])
 def test_weights_reconstruct_ramp_through_identity(mode):
     ramp = torch.linspace(-1, 1, 150)[None, None, None, :] + torch.linspace(0, 0.5, 90)[None, None, :, None]
     out = tiled_apply(ramp, lambda t: t.clone(), tile=48, overlap=16, mode=mode)
@@ -76,6 +76,30 @@ def test_weights_reconstruct_ramp_through_identity(mode):
 def test_cosine_window_is_flat_at_image_border_and_tapers_inside():
     w = blend_window_1d(32, 8, taper_start=False, taper_end=True, mode='cosine')
     assert torch.all(w[:24] == 1) and w[-1] < 0.05 and torch.all(w[24:].diff() < 0)
+
+
+def test_core_window_ignores_the_outer_half_of_each_overlap():
+    # A "model" that is exact except within 6 px of a tile's edge (zero padding's reach):
+    # the core blend takes nothing from there, the gaussian blend does.
+    x = torch.rand(1, 1, 20, 200)
+
+    def edgy(t):
+        out = t.clone()
+        out[..., :6] += 1
+        out[..., -6:] += 1
+        return out
+    inner = (..., slice(6, -6), slice(6, -6))  # the image's own borders are edges of any tiling
+    core = tiled_apply(x, edgy, tile=64, overlap=24, mode='core')[inner]
+    gaussian = tiled_apply(x, edgy, tile=64, overlap=24, mode='gaussian')[inner]
+    # Floor weight 1e-3 of the edge tile against ~1 of its neighbour: a 1e-3 share of the error.
+    assert (core - x[inner]).abs().max() < 2e-3
+    assert (gaussian - x[inner]).abs().max() > 0.01
+    starts = tile_starts(200, 64, 24)
+    cores = core_bounds(starts, 64, 200)
+    total = torch.zeros(200)
+    for i, (s, (c0, c1)) in enumerate(zip(starts, cores)):
+        total[s:s + 64] += core_window_1d(64, (c0 - s, c1 - s), 12, i > 0, i < len(starts) - 1)
+    assert torch.allclose(total, torch.ones(200), atol=2.1e-3)  # neighbours' steps sum to 1
 
 
 def test_largest_tile_does_not_grow_with_image():
@@ -204,7 +228,7 @@ def test_whole_image_context_tiled_vae_close_to_whole():
 
     The floors separate the behaviours, not rounding: per-tile statistics shift each
     tile's tone by tens of grey levels; tile-local attention leaves tens of levels in
-    places; the whole-image context leaves the tiles' zero padding only.
+    places; the whole-image context with the core blend leaves the tiles' zero padding only.
     """
     from diffusers import AutoencoderKL
     from skimage import data
@@ -226,12 +250,14 @@ def test_whole_image_context_tiled_vae_close_to_whole():
                                        ('per-tile', False, 0)):
             enc, dec = ((WholeImageContext([m], attention) for m in (vae.encoder, vae.decoder))
                         if norms else (None, None))
-            psnr[name] = (_psnr(decode(tiled_apply(x, encode, 128, 32, scale=1 / 8, norms=enc)),
-                                whole, 2.0),
-                          _psnr(tiled_apply(z, decode, 16, 4, scale=8, norms=dec), whole, 2.0))
-    # Measured (encoder, decoder): image (55.5, 47.0), tile attention (50.8, 32.5),
+            mode = 'core' if norms else 'gaussian'  # TileSettings' defaults
+            psnr[name] = (_psnr(decode(tiled_apply(x, encode, 128, 32, scale=1 / 8, norms=enc,
+                                                   mode=mode)), whole, 2.0),
+                          _psnr(tiled_apply(z, decode, 16, 4, scale=8, norms=dec, mode=mode),
+                                whole, 2.0))
+    # Measured (encoder, decoder): image (85.4, 57.3), tile attention (52.4, 32.2),
     # per-tile (30.4, 26.1) dB; rounding on another CPU moves them by far less than the margins.
-    for stage, gain in ((0, 2), (1, 5)):  # encoder, decoder (its attention sits before 3 upsamplings)
+    for stage, gain in ((0, 10), (1, 10)):  # encoder, decoder
         assert psnr['image'][stage] >= 45, psnr  # the issue's floor, here at 128 px tiles
         assert psnr['image'][stage] >= psnr['tile attention'][stage] + gain, psnr
         assert psnr['tile attention'][stage] > psnr['per-tile'][stage] + 5, psnr
