@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn as nn
-from diffusers.models.attention_processor import Attention
+from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 
 from icmsr.utils.tile_memory import TileCost, largest_tile, measure_cost
 from icmsr.utils.tiling import TileSettings
@@ -77,11 +77,16 @@ def test_measured_cost_counts_module_tensors_and_attention_scores():
     cost = measure_cost(conv, lambda: conv(x), 64)
     # Largest module in+out: 3 + 16 channels of float32 per pixel, doubled; no attention.
     assert cost == TileCost(2 * (3 + 16) * 4, 0.0)
-    attn = Attention(query_dim=8, heads=2, dim_head=4)
+    # An attention that holds its scores (diffusers' unfused processor) counts them.
+    attn = Attention(query_dim=8, heads=2, dim_head=4, processor=AttnProcessor())
     h = torch.rand(1, 16, 8)  # 16 tokens
     cost = measure_cost(attn, lambda: attn(h), 16)
     assert cost.quadratic == 2 * 16 * 16 * 4 / 16 ** 2  # heads * tokens^2 float32 scores
     assert cost(64) > cost(32) > cost(16)  # grows with the tile area
+    # diffusers' default processor calls PyTorch's fused attention: no score matrix.
+    fused = Attention(query_dim=8, heads=2, dim_head=4)
+    assert isinstance(fused.processor, AttnProcessor2_0)
+    assert measure_cost(fused, lambda: fused(h), 16).quadratic == 0.0
 
 
 def test_largest_tile_prefers_the_whole_image_and_shrinks_with_the_budget():
