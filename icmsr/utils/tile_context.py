@@ -204,8 +204,9 @@ class WholeImageContext:
             run_tile()
         finally:
             sizes, self._sizes = self._sizes, None
-        budget, self._shared = self.attention_memory, []
-        pairs = [(sizes.get(a.to_k, 0) + sizes.get(a.to_v, 0), i) for i, a in enumerate(self.attentions)]
+        budget = self.attention_memory
+        pairs = [(sizes.get(a.to_k, 0) + sizes.get(a.to_v, 0), i)
+                 for i, a in enumerate(self.attentions)]
         chosen = set()
         for size, i in sorted(pairs):  # smallest first: the most layers for the budget
             if 0 < size <= budget:
