@@ -105,7 +105,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    'image\'s GroupNorm statistics and attention keys/values (default; tiles do '
                    'not show) or only themselves (faster)')
     p.add_argument('--attention-memory', type=float, help='GiB of whole-image attention keys and '
-                   'values per network with --norm-stats image (default 0.5; 0: attention '
+                   'values per network with --norm-stats image (default 0.25; 0: attention '
                    'within tiles)')
     p.add_argument('--seed', type=int, default=0, help='seed set before every image')
     # No limit by default: these are the user's own files and tiles bound the memory; the

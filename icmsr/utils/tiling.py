@@ -304,8 +304,10 @@ class TileSettings:
             of the shared self-attention layers may take, per network (VAE encoder, UNet,
             VAE decoder). Layers are shared smallest first while they fit; the others, and
             all at 0, attend within each tile. SD's VAE keeps 4 KiB per latent position in
-            float32, so the default shares its attention up to about an 8 MP output; the
-            UNet's deep layers are the smallest and stay shared the longest.
+            float32, so the default shares its attention up to about a 4 MP output (8 MP in
+            float16); the UNet's deep layers are the smallest and stay shared the longest.
+            The default keeps the peak memory of a 64 MP output within 1.5x the output image
+            plus a tile's working set (docs/inference.md).
         max_memory: GiB an ``'auto'`` tile's working set may use; None: a share of the
             device's free memory (:func:`icmsr.utils.tile_memory.default_budget`).
     """
@@ -317,7 +319,7 @@ class TileSettings:
     blend: Optional[str] = None
     tile_batch: int = 1
     norm_stats: str = 'image'
-    attention_memory: float = 0.5
+    attention_memory: float = 0.25
     max_memory: Optional[float] = None
 
     @property

@@ -65,7 +65,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument('--contexts', default='tile,norms,image',
                    help='compared tile contexts: tile (per-tile norms and attention), norms '
                         '(whole-image GroupNorm, attention within tiles), image (both whole-image)')
-    p.add_argument('--attention-memory', type=float, default=0.5,
+    p.add_argument('--attention-memory', type=float, default=0.25,
                    help='GiB of whole-image attention keys and values per network')
     p.add_argument('--picture', default=None, help='write whole | per-tile | image-stats crops')
     p.add_argument('--memory-child', default=None, help=argparse.SUPPRESS)
