@@ -260,7 +260,7 @@ def test_whole_image_context_tiled_vae_close_to_whole():
     for stage, gain in ((0, 10), (1, 10)):  # encoder, decoder
         assert psnr['image'][stage] >= 45, psnr  # the floor, here at 128 px tiles
         assert psnr['image'][stage] >= psnr['tile attention'][stage] + gain, psnr
-        assert psnr['tile attention'][stage] > psnr['per-tile'][stage] + 5, psnr
+        assert psnr['tile attention'][stage] > psnr['per-tile'][stage] + 3, psnr
 
 
 def test_shared_group_norm_batched_tiles_match_one_by_one():
