@@ -356,5 +356,5 @@ class WholeImageContext:
         context = self._context[index]
         if isinstance(module, nn.GroupNorm):
             return self._normalise(module, inputs[0], *context, output.dtype)
-        n_tiles = len(self._tiles)
-        return (context if n_tiles == 1 else context.repeat(n_tiles, 1, 1)).to(output.dtype)
+        # Stacked tiles share one copy (a view): the kept keys/values stay within the budget.
+        return context.expand(len(self._tiles), -1, -1).to(output.dtype)

@@ -275,6 +275,17 @@ def test_shared_group_norm_batched_tiles_match_one_by_one():
     assert torch.allclose(one, batched, atol=1e-5, rtol=0)
 
 
+def test_batched_tiles_with_shared_attention_match_one_by_one():
+    net = _ConvNormAttentionNet().eval()
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        one = tiled_apply(x, net, tile=24, overlap=8, norms=WholeImageContext([net], 2 ** 20))
+        batched = tiled_apply(x, net, tile=24, overlap=8, tile_batch=4,
+                              norms=WholeImageContext([net], 2 ** 20))
+    # Per-sample maths; another batch size may pick another kernel: float32 rounding only.
+    assert torch.allclose(one, batched, atol=1e-5, rtol=0)
+
+
 def test_progress_counts_every_pass_and_its_error_stops_the_work():
     net = _ConvNormNet().eval()
     x = torch.rand(1, 3, 80, 112)
